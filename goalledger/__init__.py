@@ -1,0 +1,1 @@
+"""goalledger: an event-sourced ledger for OKRs and KPIs."""

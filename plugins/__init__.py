@@ -1,0 +1,1 @@
+"""goalledger.plugins"""
