@@ -5,6 +5,9 @@ from decimal import Decimal, localcontext
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from goalledger.core.scoring import (
     BUILTIN_RULES,
     KR_KINDS,
@@ -15,8 +18,6 @@ from goalledger.core.scoring import (
     Progress,
     ScoringRule,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 D = Decimal
 RULE = LINEAR_V1
