@@ -1,0 +1,292 @@
+"""The projector: pulls the notification log in batches into the read models.
+
+Each batch's view rows and the tracking position commit in one transaction, so a
+crash at any point either keeps a whole batch or none of it: exactly-once, and
+resumable from the tracking position. Events no view cares about still advance
+tracking, so waiting for the head never hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from goalledger.core.ledger import Ledger
+from goalledger.projections import schema
+from goalledger.projections.store import Tx, ViewStore
+from goalledger.projections.views import ViewWriter
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+class ProjectionFailed(Exception):
+    """An event could not be applied; the projection stopped before it."""
+
+    def __init__(self, position: int, topic: str, reason: str) -> None:
+        super().__init__(f"projection stopped at position {position} ({topic}): {reason}")
+        self.position = position
+        self.topic = topic
+        self.reason = reason
+
+
+class Lag(msgspec.Struct, frozen=True):
+    """How far the read models trail the ledger."""
+
+    head: int
+    position: int
+    positions_behind: int
+    seconds_behind: float
+    failed: str | None
+
+
+class Projector:
+    """Applies ledger events to one generation of read models (the live one by default)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: ViewStore,
+        *,
+        batch_size: int = 2000,
+        generation: int | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.store = store
+        self.batch_size = batch_size
+        self._fixed_generation = generation
+        self._applied = threading.Condition()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: ProjectionFailed | None = None
+        self.setup()
+
+    # -- set-up and state -------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the generation register and, on first use, generation 1 (live)."""
+        with self.store.transaction() as tx:
+            schema.ensure_meta(tx)
+            if self._fixed_generation is not None:
+                schema.create_generation(tx, self._fixed_generation)
+            elif schema.live_generation(tx) is None:
+                generation = schema.next_generation(tx)
+                schema.create_generation(tx, generation)
+                schema.make_live(tx, generation)
+
+    def _generation(self, tx: Tx) -> int:
+        if self._fixed_generation is not None:
+            return self._fixed_generation
+        generation = schema.live_generation(tx)
+        assert generation is not None, "setup() creates the live generation"
+        return generation
+
+    def position(self) -> int:
+        """The last ledger position applied to the read models."""
+        with self.store.read() as tx:
+            return _tracking(tx, self._generation(tx), lock=False)
+
+    # -- applying events ----------------------------------------------------------------
+
+    def run_batch(self) -> int:
+        """Apply the next batch of events; returns how many were applied (0 when caught up)."""
+        start = self.position()
+        notifications = self.ledger.recorder.select_notifications(
+            start, self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        to_domain_event = self.ledger.mapper.to_domain_event
+        with self.store.transaction() as tx:
+            generation = self._generation(tx)
+            if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
+                return 0  # another projector applied this batch first
+            writer = ViewWriter(tx, generation)
+            for notification in notifications:
+                try:
+                    writer.apply(notification.id, to_domain_event(notification))
+                except Exception as error:
+                    raise self._fail(notification.id, notification.topic, error) from error
+            try:
+                writer.flush()
+            except Exception as error:
+                raise self._fail(notifications[-1].id, "batch", error) from error
+            tx.execute(
+                f"UPDATE {schema.table(generation, 'tracking')} SET position = ?"
+                " WHERE name = 'views'",
+                (notifications[-1].id,),
+            )
+        with self._applied:
+            self._applied.notify_all()
+        return len(notifications)
+
+    def _fail(self, position: int, topic: str, error: Exception) -> ProjectionFailed:
+        failure = ProjectionFailed(position, topic, f"{type(error).__name__}: {error}")
+        self.failure = failure
+        log.error("%s", failure)
+        try:
+            with self.store.transaction() as tx:
+                generation = self._generation(tx)
+                tx.execute(f"DELETE FROM {schema.STATUS_TABLE} WHERE generation = ?", (generation,))
+                tx.execute(
+                    f"INSERT INTO {schema.STATUS_TABLE} VALUES (?, ?, ?, ?, ?)",
+                    (generation, position, topic, failure.reason, schema.ts(_now())),
+                )
+        except Exception:  # recording the failure must not hide it
+            log.exception("could not record the projection failure")
+        return failure
+
+    def catch_up(self, progress: Progress | None = None) -> int:
+        """Apply batches until the read models reach the head the ledger had on entry."""
+        head = self.ledger.head_position()
+        applied = 0
+        first = self.position()
+        while self.position() < head:
+            count = self.run_batch()
+            applied += count
+            if progress is not None:
+                progress(self.position() - first, head - first)
+        return applied
+
+    # -- read-your-writes and lag ---------------------------------------------------------
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until `position` is applied (True) or `timeout` seconds pass (False)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.position() >= position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._wake.set()
+            with self._applied:
+                self._applied.wait(min(remaining, 0.05))
+
+    def lag(self) -> Lag:
+        """Positions and seconds between the ledger's head and the read models."""
+        head = self.ledger.head_position()
+        position = self.position()
+        seconds = 0.0
+        if head > position:
+            pending = self.ledger.recorder.select_notifications(
+                position, 1, inclusive_of_start=False
+            )
+            if pending:
+                event = self.ledger.mapper.to_domain_event(pending[0])
+                seconds = max(0.0, (_now() - event.timestamp).total_seconds())
+        return Lag(
+            head=head,
+            position=position,
+            positions_behind=max(0, head - position),
+            seconds_behind=seconds,
+            failed=str(self.failure) if self.failure else self.recorded_failure(),
+        )
+
+    def recorded_failure(self) -> str | None:
+        """The failure a projector (in any process) recorded for the live generation."""
+        with self.store.read() as tx:
+            row = tx.one(
+                f"SELECT position, topic, reason FROM {schema.STATUS_TABLE} WHERE generation = ?",
+                (self._generation(tx),),
+            )
+        if row is None:
+            return None
+        return str(ProjectionFailed(row[0], row[1], row[2]))
+
+    # -- running in the background ----------------------------------------------------------
+
+    def start(self, poll_interval: float = 0.05) -> None:
+        """Run in a daemon thread until `stop()`; stops (and reports) on a failure."""
+        if self._thread is not None:
+            return
+        with self.store.transaction() as tx:  # a restart retries a recorded failure
+            tx.execute(
+                f"DELETE FROM {schema.STATUS_TABLE} WHERE generation = ?",
+                (self._generation(tx),),
+            )
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(poll_interval,), name="goalledger-projector", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, poll_interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                applied = self.run_batch()
+            except ProjectionFailed:
+                return  # recorded; readiness reports it
+            except Exception:
+                log.exception("projector batch failed; retrying")
+                applied = 0
+                self._stop.wait(1.0)
+            if applied == 0:
+                self._wake.wait(poll_interval)
+                self._wake.clear()
+
+    def notify(self) -> None:
+        """Wake the background projector (e.g. right after a write)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the background thread, finishing the batch in hand."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+def _tracking(tx: Tx, generation: int, *, lock: bool) -> int:
+    suffix = " FOR UPDATE" if lock else ""
+    value = tx.scalar(
+        f"SELECT position FROM {schema.table(generation, 'tracking')} WHERE name = 'views'{suffix}"
+    )
+    return int(value or 0)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def rebuild(
+    ledger: Ledger, store: ViewStore, progress: Progress | None = None, batch_size: int = 5000
+) -> int:
+    """Build every read model afresh beside the live ones, then swap them in atomically.
+
+    Returns the new generation. It never sends notifications: it only writes views.
+    """
+    with store.transaction() as tx:
+        schema.ensure_meta(tx)
+        generation = schema.next_generation(tx)
+        schema.drop_generation(tx, generation)  # leftovers of an interrupted rebuild
+    builder = Projector(ledger, store, batch_size=batch_size, generation=generation)
+    builder.catch_up(progress)
+    with store.transaction() as tx:
+        previous = schema.live_generation(tx)
+        schema.make_live(tx, generation)
+        tx.execute(f"DELETE FROM {schema.STATUS_TABLE} WHERE generation = ?", (generation,))
+    if previous is not None and previous != generation:
+        with store.transaction() as tx:
+            schema.drop_generation(tx, previous)
+    return generation
+
+
+def view_state(store: ViewStore, generation: int | None = None) -> dict[str, list[Any]]:
+    """Every row of every read model (ordered), for comparing live views with a rebuild."""
+    with store.read() as tx:
+        generation = generation or schema.live_generation(tx)
+        assert generation is not None
+        return {
+            name: sorted(tx.all(f"SELECT * FROM {schema.table(generation, name)}"), key=repr)
+            for name in schema.TABLES
+            if name != "tracking"
+        }

@@ -1,0 +1,199 @@
+"""Where read models live: an SQLite file beside the ledger, or the ledger's PostgreSQL database.
+
+One small interface over both so the projector and the queries are written once.
+SQL is written with `?` placeholders; the PostgreSQL side rewrites them to `%s`.
+Read-model tables carry a generation prefix (`g1_`, `g2_`, …): a rebuild fills a
+fresh generation beside the live one and swaps by updating one row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import psycopg
+
+from goalledger.core.settings import Settings, Storage
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the read models use."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchone(self) -> Any: ...
+
+
+class ViewStore:
+    """A connection factory and transaction helper for read-model tables."""
+
+    kind: str
+
+    def transaction(self) -> Any:
+        """A context manager yielding a `Tx` that commits on success."""
+        raise NotImplementedError
+
+    def read(self) -> Any:
+        """A context manager yielding a `Tx` for consistent reads (no writes)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class Tx:
+    """One open transaction: execute, executemany and fetch, with `?` placeholders."""
+
+    def __init__(self, cursor: Any, rewrite: bool) -> None:
+        self._cursor = cursor
+        self._rewrite = rewrite
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._rewrite else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Tx:
+        self._cursor.execute(self._sql(sql), params)
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cursor.executemany(self._sql(sql), rows)
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cursor.execute(self._sql(sql), params)
+        return [tuple(row) for row in self._cursor.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        self._cursor.execute(self._sql(sql), params)
+        row = self._cursor.fetchone()
+        return None if row is None else tuple(row)
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self.one(sql, params)
+        return None if row is None else row[0]
+
+
+class SQLiteViewStore(ViewStore):
+    """Read models in their own SQLite file, so projection writes never block appends.
+
+    Views can always be rebuilt from the ledger and commit together with their
+    tracking position, so they use synchronous=NORMAL: a power cut can only roll
+    both back together, never apart.
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30
+            )
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            connection.execute("PRAGMA foreign_keys=OFF")
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        connection = self._connection()
+        cursor = connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(cursor, rewrite=False)
+        except BaseException:
+            connection.rollback()
+            raise
+        else:
+            connection.commit()
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        connection = self._connection()
+        cursor = connection.cursor()
+        cursor.execute("BEGIN")
+        try:
+            yield Tx(cursor, rewrite=False)
+        finally:
+            connection.rollback()
+            cursor.close()
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class PostgresViewStore(ViewStore):
+    """Read models in the ledger's PostgreSQL database, one connection per thread."""
+
+    kind = "postgresql"
+
+    def __init__(self, storage: Storage) -> None:
+        self.conninfo = psycopg.conninfo.make_conninfo(
+            host=storage.host,
+            port=storage.port,
+            user=storage.user,
+            password=storage.password or None,
+            dbname=storage.dbname,
+            connect_timeout=5,
+        )
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> psycopg.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None or connection.closed or connection.broken:
+            connection = psycopg.connect(self.conninfo, autocommit=True)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        connection = self._connection()
+        with connection.transaction(), connection.cursor() as cursor:
+            yield Tx(cursor, rewrite=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        connection = self._connection()
+        with connection.transaction(), connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield Tx(cursor, rewrite=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+def open_view_store(settings: Settings) -> ViewStore:
+    """The read-model store that goes with the ledger the settings name."""
+    storage = settings.storage()
+    if storage.kind == "sqlite":
+        path = storage.sibling_path("projections")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SQLiteViewStore(str(path))
+    return PostgresViewStore(storage)

@@ -1,0 +1,373 @@
+"""How each ledger event changes the read models: one handler per event class.
+
+Handlers append statements to a buffer; consecutive statements of the same shape
+are sent as one `executemany`, so a batch of readings costs one round trip.
+A handler that must read what earlier events wrote flushes the buffer first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from goalledger.core.cycles import Cycle
+from goalledger.core.kpis import Kpi, Reading
+from goalledger.core.objectives import KeyResult, Objective
+from goalledger.core.teams import Team
+from goalledger.projections.schema import BEGINNING, dec, table, ts, uid
+from goalledger.projections.store import Tx
+
+Handler = Callable[["ViewWriter", int, Any], None]
+
+
+class ViewWriter:
+    """Applies decoded events, in position order, to one generation's tables."""
+
+    def __init__(self, tx: Tx, generation: int) -> None:
+        self.tx = tx
+        self.t = {name: table(generation, name) for name in _TABLE_NAMES}
+        self._buffer: list[tuple[str, tuple[Any, ...]]] = []
+        self._sql = _statements(self.t)
+
+    def apply(self, position: int, event: Any) -> None:
+        """Record the event in the audit timeline and in the views it changes."""
+        self.add(
+            "event",
+            (
+                position,
+                str(event.originator_id),
+                event.originator_version,
+                type(event).TOPIC,
+                event.actor,
+                getattr(event, "reason", None),
+                ts(event.timestamp),
+                ts(_effective_time(event)),
+            ),
+        )
+        handler = HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, position, event)
+
+    def add(self, statement: str, params: tuple[Any, ...]) -> None:
+        self._buffer.append((self._sql[statement], params))
+
+    def flush(self) -> None:
+        """Send buffered statements, grouping runs of the same statement."""
+        buffer, self._buffer = self._buffer, []
+        start = 0
+        while start < len(buffer):
+            sql = buffer[start][0]
+            end = start
+            while end < len(buffer) and buffer[end][0] is sql:
+                end += 1
+            if end - start == 1:
+                self.tx.execute(sql, buffer[start][1])
+            else:
+                self.tx.executemany(sql, [params for _, params in buffer[start:end]])
+            start = end
+
+
+_TABLE_NAMES = (
+    "events", "cycles", "teams", "objectives", "alignments", "key_results", "kr_targets",
+    "check_ins", "kpis", "kpi_thresholds", "readings",
+)  # fmt: skip
+
+
+def _statements(t: dict[str, str]) -> dict[str, str]:
+    return {
+        "event": f"INSERT INTO {t['events']} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "cycle": f"INSERT INTO {t['cycles']} VALUES (?, ?, ?, ?, 'open', NULL, ?, NULL)",
+        "cycle_closed": (
+            f"UPDATE {t['cycles']} SET status = 'closed', rule = ?, closed_position = ?"
+            " WHERE id = ?"
+        ),
+        "team": f"INSERT INTO {t['teams']} VALUES (?, ?, ?, ?, ?)",
+        "team_changed": (
+            f"UPDATE {t['teams']} SET name = ?, parent_id = ?, check_in_interval_days = ?,"
+            " position = ? WHERE id = ?"
+        ),
+        "objective": f"INSERT INTO {t['objectives']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "objective_edited": (
+            f"UPDATE {t['objectives']} SET title = ?, description = ?, owner = ? WHERE id = ?"
+        ),
+        "objective_status": f"UPDATE {t['objectives']} SET status = ? WHERE id = ?",
+        "alignment": f"INSERT INTO {t['alignments']} VALUES (?, ?, ?, ?, ?)",
+        "key_result": (
+            f"INSERT INTO {t['key_results']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ),
+        "kr_target": f"INSERT INTO {t['kr_targets']} VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "check_in": f"INSERT INTO {t['check_ins']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "kpi": f"INSERT INTO {t['kpis']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "kpi_changed": (
+            f"UPDATE {t['kpis']} SET name = ?, unit = ?, target = ?, frequency = ? WHERE id = ?"
+        ),
+        "kpi_source": f"UPDATE {t['kpis']} SET source_plugin = ? WHERE id = ?",
+        "thresholds": f"INSERT INTO {t['kpi_thresholds']} VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "reading": f"INSERT INTO {t['readings']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        "reading_superseded": (f"UPDATE {t['readings']} SET superseded_by = ? WHERE position = ?"),
+    }
+
+
+def _effective_time(event: Any) -> Any:
+    for name in ("effective_at", "effective_from", "observed_at"):
+        moment = getattr(event, name, None)
+        if moment is not None:
+            return moment
+    return None
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def _cycle_defined(w: ViewWriter, position: int, e: Cycle.Defined) -> None:
+    w.add(
+        "cycle",
+        (str(e.originator_id), e.name, e.starts_on.isoformat(), e.ends_on.isoformat(), position),
+    )
+
+
+def _cycle_closed(w: ViewWriter, position: int, e: Cycle.Closed) -> None:
+    w.add("cycle_closed", (e.rule, position, str(e.originator_id)))
+
+
+def _team_formed(w: ViewWriter, position: int, e: Team.Formed) -> None:
+    w.add(
+        "team", (str(e.originator_id), e.name, uid(e.parent_id), e.check_in_interval_days, position)
+    )
+
+
+def _team_changed(w: ViewWriter, position: int, e: Team.Changed) -> None:
+    w.add(
+        "team_changed",
+        (e.name, uid(e.parent_id), e.check_in_interval_days, position, str(e.originator_id)),
+    )
+
+
+def _objective_defined(w: ViewWriter, position: int, e: Objective.Defined) -> None:
+    objective_id = str(e.originator_id)
+    w.add(
+        "objective",
+        (
+            objective_id,
+            str(e.cycle_id),
+            str(e.team_id),
+            e.title,
+            e.description,
+            e.owner,
+            e.kind,
+            e.status,
+            position,
+            ts(e.effective_at),
+        ),
+    )
+    w.add(
+        "alignment",
+        (
+            objective_id,
+            position,
+            ts(e.effective_at),
+            uid(e.parent_objective_id),
+            uid(e.parent_key_result_id),
+        ),
+    )
+
+
+def _objective_edited(w: ViewWriter, position: int, e: Objective.Edited) -> None:
+    w.add("objective_edited", (e.title, e.description, e.owner, str(e.originator_id)))
+
+
+def _objective_aligned(w: ViewWriter, position: int, e: Objective.Aligned) -> None:
+    w.add(
+        "alignment",
+        (
+            str(e.originator_id),
+            position,
+            ts(e.effective_at),
+            uid(e.parent_objective_id),
+            uid(e.parent_key_result_id),
+        ),
+    )
+
+
+def _objective_status(w: ViewWriter, position: int, e: Objective.StatusChanged) -> None:
+    w.add("objective_status", (e.status, str(e.originator_id)))
+
+
+def _key_result_defined(w: ViewWriter, position: int, e: KeyResult.Defined) -> None:
+    kr_id = str(e.originator_id)
+    w.add(
+        "key_result",
+        (
+            kr_id,
+            str(e.objective_id),
+            str(e.cycle_id),
+            str(e.team_id),
+            e.title,
+            e.kind,
+            e.unit,
+            e.owner,
+            uid(e.kpi_id),
+            len(e.steps),
+            dec(e.start),
+            position,
+            ts(e.effective_at),
+        ),
+    )
+    w.add(
+        "kr_target",
+        (
+            kr_id,
+            position,
+            ts(e.effective_at),
+            dec(e.target),
+            dec(e.band_low),
+            dec(e.band_high),
+            dec(e.weight),
+        ),
+    )
+
+
+def _key_result_target(w: ViewWriter, position: int, e: KeyResult.TargetChanged) -> None:
+    w.add(
+        "kr_target",
+        (
+            str(e.originator_id),
+            position,
+            ts(e.effective_at),
+            dec(e.target),
+            dec(e.band_low),
+            dec(e.band_high),
+            dec(e.weight),
+        ),
+    )
+
+
+def _checked_in(w: ViewWriter, position: int, e: KeyResult.CheckedIn) -> None:
+    w.add(
+        "check_in",
+        (
+            position,
+            str(e.originator_id),
+            dec(e.value),
+            None if e.done is None else int(e.done),
+            e.steps_done,
+            dec(e.confidence),
+            e.note,
+            e.actor,
+            ts(e.effective_at),
+            ts(e.timestamp),
+        ),
+    )
+
+
+def _kpi_defined(w: ViewWriter, position: int, e: Kpi.Defined) -> None:
+    kpi_id = str(e.originator_id)
+    w.add(
+        "kpi",
+        (
+            kpi_id,
+            e.name,
+            e.unit,
+            e.direction,
+            dec(e.target),
+            e.frequency,
+            e.source.plugin if e.source else None,
+            uid(e.team_id),
+            position,
+            ts(e.effective_at),
+        ),
+    )
+    _add_thresholds(w, kpi_id, position, BEGINNING, e.thresholds)
+
+
+def _kpi_changed(w: ViewWriter, position: int, e: Kpi.Changed) -> None:
+    w.add("kpi_changed", (e.name, e.unit, dec(e.target), e.frequency, str(e.originator_id)))
+
+
+def _kpi_thresholds(w: ViewWriter, position: int, e: Kpi.ThresholdsChanged) -> None:
+    _add_thresholds(w, str(e.originator_id), position, ts(e.effective_from), e.thresholds)
+
+
+def _add_thresholds(w: ViewWriter, kpi_id: str, position: int, start: Any, th: Any) -> None:
+    w.add(
+        "thresholds",
+        (
+            kpi_id,
+            position,
+            start,
+            dec(th.green_low),
+            dec(th.green_high),
+            dec(th.amber_low),
+            dec(th.amber_high),
+        ),
+    )
+
+
+def _kpi_source(w: ViewWriter, position: int, e: Kpi.SourceBound) -> None:
+    w.add("kpi_source", (e.source.plugin if e.source else None, str(e.originator_id)))
+
+
+def _reading_recorded(w: ViewWriter, position: int, e: Reading.Recorded) -> None:
+    w.add(
+        "reading",
+        (
+            position,
+            str(e.originator_id),
+            str(e.kpi_id),
+            e.reading_id,
+            1,
+            dec(e.value),
+            ts(e.observed_at),
+            ts(e.timestamp),
+            e.source,
+        ),
+    )
+
+
+def _reading_corrected(w: ViewWriter, position: int, e: Reading.Corrected) -> None:
+    w.flush()  # the reading being corrected may still be in the buffer
+    current = w.tx.one(
+        f"SELECT position, kpi_id, reading_id, observed_at, source FROM {w.t['readings']}"
+        " WHERE reading_key = ? AND superseded_by IS NULL",
+        (str(e.originator_id),),
+    )
+    if current is None:
+        msg = f"no current reading {e.originator_id} to correct"
+        raise LookupError(msg)
+    previous, kpi_id, reading_id, observed_at, source = current
+    w.add(
+        "reading",
+        (
+            position,
+            str(e.originator_id),
+            kpi_id,
+            reading_id,
+            e.originator_version,
+            dec(e.value),
+            observed_at,
+            ts(e.timestamp),
+            source,
+        ),
+    )
+    w.add("reading_superseded", (position, previous))
+
+
+HANDLERS: dict[type, Handler] = {
+    Cycle.Defined: _cycle_defined,
+    Cycle.Closed: _cycle_closed,
+    Team.Formed: _team_formed,
+    Team.Changed: _team_changed,
+    Objective.Defined: _objective_defined,
+    Objective.Edited: _objective_edited,
+    Objective.Aligned: _objective_aligned,
+    Objective.StatusChanged: _objective_status,
+    KeyResult.Defined: _key_result_defined,
+    KeyResult.TargetChanged: _key_result_target,
+    KeyResult.CheckedIn: _checked_in,
+    Kpi.Defined: _kpi_defined,
+    Kpi.Changed: _kpi_changed,
+    Kpi.ThresholdsChanged: _kpi_thresholds,
+    Kpi.SourceBound: _kpi_source,
+    Reading.Recorded: _reading_recorded,
+    Reading.Corrected: _reading_corrected,
+}
