@@ -91,7 +91,9 @@ class ScoringRule:
       band (edges inclusive); outside, 1 - distance / tolerance, where distance is how far
       the value lies from the nearest edge. Tolerance: for stay_within the band width; for
       stay_above / stay_below |target - start| when start is given and differs from target,
-      else |target|; a tolerance of 0 becomes 1. Raw credit goes negative far outside.
+      else `default_tolerance_share` (10%) of |target|, so an uptime KR at 98% against a
+      99.5% floor earns 0.85, not 0.98; a tolerance of 0 becomes 1. Raw credit goes
+      negative far outside.
     - milestone: done -> 1; else steps_done / steps_total when steps_total > 0 and
       steps_done is known; else done False -> 0 and done None -> no progress yet.
 
@@ -109,6 +111,7 @@ class ScoringRule:
     name: str
     version: int
 
+    default_tolerance_share: Decimal = Decimal("0.1")
     on_track_margin: Decimal = Decimal("0.1")
     at_risk_margin: Decimal = Decimal("0.25")
     stay_at_risk_from: Decimal = Decimal("0.5")
@@ -168,7 +171,7 @@ class ScoringRule:
             if kr.start is not None and kr.start != threshold:
                 tolerance = abs(threshold - kr.start)
             else:
-                tolerance = abs(threshold)
+                tolerance = abs(threshold) * self.default_tolerance_share
         if kr.value is None:
             return None
         if low is not None and kr.value < low:

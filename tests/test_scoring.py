@@ -152,13 +152,14 @@ def test_start_equal_to_target_is_reached_or_not(kind: str, value: str, expected
     [
         ("stay_above", {"target": D("99.9")}, "99.9", "1.0000", "1.0000"),  # edge inclusive
         ("stay_above", {"target": D("99.9")}, "100", "1.0000", "1.0000"),
-        ("stay_above", {"target": D("99.9")}, "89.91", "0.9000", "0.9000"),  # tolerance 99.9
+        ("stay_above", {"target": D("99.9")}, "98.901", "0.9000", "0.9000"),  # tolerance 9.99
+        ("stay_above", {"target": D("99.5")}, "98", "0.8492", "0.8492"),
         ("stay_above", {"target": D(99), "start": D(98)}, "98.5", "0.5000", "0.5000"),
         ("stay_above", {"target": D(99), "start": D(98)}, "96", "-2.0000", "0.0000"),
-        ("stay_above", {"target": D(50), "start": D(50)}, "40", "0.8000", "0.8000"),
+        ("stay_above", {"target": D(50), "start": D(50)}, "49", "0.8000", "0.8000"),
         ("stay_below", {"target": D(200)}, "200", "1.0000", "1.0000"),  # edge inclusive
         ("stay_below", {"target": D(200)}, "150", "1.0000", "1.0000"),
-        ("stay_below", {"target": D(200)}, "250", "0.7500", "0.7500"),
+        ("stay_below", {"target": D(200)}, "205", "0.7500", "0.7500"),
         ("stay_below", {"target": D(200), "start": D(300)}, "275", "0.2500", "0.2500"),
         ("stay_below", {"target": D(0)}, "0.25", "0.7500", "0.7500"),  # tolerance 1
         ("stay_within", {"band_low": D(10), "band_high": D(20)}, "10", "1.0000", "1.0000"),
