@@ -75,7 +75,7 @@ class Projector:
         with self.store.transaction() as tx:
             schema.ensure_meta(tx)
             if self._fixed_generation is not None:
-                schema.create_generation(tx, self._fixed_generation)
+                schema.create_generation(tx, self._fixed_generation, query_indexes=False)
             elif schema.live_generation(tx) is None:
                 generation = schema.next_generation(tx)
                 schema.create_generation(tx, generation)
@@ -270,6 +270,9 @@ def rebuild(
         schema.drop_generation(tx, generation)  # leftovers of an interrupted rebuild
     builder = Projector(ledger, store, batch_size=batch_size, generation=generation)
     builder.catch_up(progress)
+    with store.transaction() as tx:
+        schema.create_indexes(tx, generation)
+    builder.catch_up()  # what arrived while the indexes were built
     with store.transaction() as tx:
         previous = schema.live_generation(tx)
         schema.make_live(tx, generation)

@@ -17,7 +17,7 @@ from goalledger.core.teams import Team
 from goalledger.projections.schema import BEGINNING, dec, table, ts, uid
 from goalledger.projections.store import Tx
 
-Handler = Callable[["ViewWriter", int, Any], None]
+Handler = Callable[["ViewWriter", int, str, Any], None]
 
 
 class ViewWriter:
@@ -26,16 +26,17 @@ class ViewWriter:
     def __init__(self, tx: Tx, generation: int) -> None:
         self.tx = tx
         self.t = {name: table(generation, name) for name in _TABLE_NAMES}
-        self._buffer: list[tuple[str, tuple[Any, ...]]] = []
+        self._buffer: dict[str, list[tuple[Any, ...]]] = {}
         self._sql = _statements(self.t)
 
     def apply(self, position: int, event: Any) -> None:
         """Record the event in the audit timeline and in the views it changes."""
+        aggregate_id = str(event.originator_id)
         self.add(
             "event",
             (
                 position,
-                str(event.originator_id),
+                aggregate_id,
                 event.originator_version,
                 type(event).TOPIC,
                 event.actor,
@@ -46,25 +47,25 @@ class ViewWriter:
         )
         handler = HANDLERS.get(type(event))
         if handler is not None:
-            handler(self, position, event)
+            handler(self, position, aggregate_id, event)
 
     def add(self, statement: str, params: tuple[Any, ...]) -> None:
-        self._buffer.append((self._sql[statement], params))
+        """Queue a statement; an UPDATE first sends every queued INSERT it may depend on."""
+        sql = self._sql[statement]
+        if sql.startswith("UPDATE"):
+            self.flush()
+            self.tx.execute(sql, params)
+        else:
+            self._buffer.setdefault(sql, []).append(params)
 
     def flush(self) -> None:
-        """Send buffered statements, grouping runs of the same statement."""
-        buffer, self._buffer = self._buffer, []
-        start = 0
-        while start < len(buffer):
-            sql = buffer[start][0]
-            end = start
-            while end < len(buffer) and buffer[end][0] is sql:
-                end += 1
-            if end - start == 1:
-                self.tx.execute(sql, buffer[start][1])
-            else:
-                self.tx.executemany(sql, [params for _, params in buffer[start:end]])
-            start = end
+        """Send queued INSERTs, one executemany per statement.
+
+        INSERTs into different tables commute, and each table's rows keep their order.
+        """
+        buffer, self._buffer = self._buffer, {}
+        for sql, rows in buffer.items():
+            self.tx.executemany(sql, rows)
 
 
 _TABLE_NAMES = (
@@ -119,32 +120,30 @@ def _effective_time(event: Any) -> Any:
 # -- handlers ------------------------------------------------------------------------------
 
 
-def _cycle_defined(w: ViewWriter, position: int, e: Cycle.Defined) -> None:
+def _cycle_defined(w: ViewWriter, position: int, aid: str, e: Cycle.Defined) -> None:
     w.add(
         "cycle",
-        (str(e.originator_id), e.name, e.starts_on.isoformat(), e.ends_on.isoformat(), position),
+        (aid, e.name, e.starts_on.isoformat(), e.ends_on.isoformat(), position),
     )
 
 
-def _cycle_closed(w: ViewWriter, position: int, e: Cycle.Closed) -> None:
-    w.add("cycle_closed", (e.rule, position, str(e.originator_id)))
+def _cycle_closed(w: ViewWriter, position: int, aid: str, e: Cycle.Closed) -> None:
+    w.add("cycle_closed", (e.rule, position, aid))
 
 
-def _team_formed(w: ViewWriter, position: int, e: Team.Formed) -> None:
-    w.add(
-        "team", (str(e.originator_id), e.name, uid(e.parent_id), e.check_in_interval_days, position)
-    )
+def _team_formed(w: ViewWriter, position: int, aid: str, e: Team.Formed) -> None:
+    w.add("team", (aid, e.name, uid(e.parent_id), e.check_in_interval_days, position))
 
 
-def _team_changed(w: ViewWriter, position: int, e: Team.Changed) -> None:
+def _team_changed(w: ViewWriter, position: int, aid: str, e: Team.Changed) -> None:
     w.add(
         "team_changed",
-        (e.name, uid(e.parent_id), e.check_in_interval_days, position, str(e.originator_id)),
+        (e.name, uid(e.parent_id), e.check_in_interval_days, position, aid),
     )
 
 
-def _objective_defined(w: ViewWriter, position: int, e: Objective.Defined) -> None:
-    objective_id = str(e.originator_id)
+def _objective_defined(w: ViewWriter, position: int, aid: str, e: Objective.Defined) -> None:
+    objective_id = aid
     w.add(
         "objective",
         (
@@ -172,15 +171,15 @@ def _objective_defined(w: ViewWriter, position: int, e: Objective.Defined) -> No
     )
 
 
-def _objective_edited(w: ViewWriter, position: int, e: Objective.Edited) -> None:
-    w.add("objective_edited", (e.title, e.description, e.owner, str(e.originator_id)))
+def _objective_edited(w: ViewWriter, position: int, aid: str, e: Objective.Edited) -> None:
+    w.add("objective_edited", (e.title, e.description, e.owner, aid))
 
 
-def _objective_aligned(w: ViewWriter, position: int, e: Objective.Aligned) -> None:
+def _objective_aligned(w: ViewWriter, position: int, aid: str, e: Objective.Aligned) -> None:
     w.add(
         "alignment",
         (
-            str(e.originator_id),
+            aid,
             position,
             ts(e.effective_at),
             uid(e.parent_objective_id),
@@ -189,12 +188,12 @@ def _objective_aligned(w: ViewWriter, position: int, e: Objective.Aligned) -> No
     )
 
 
-def _objective_status(w: ViewWriter, position: int, e: Objective.StatusChanged) -> None:
-    w.add("objective_status", (e.status, str(e.originator_id)))
+def _objective_status(w: ViewWriter, position: int, aid: str, e: Objective.StatusChanged) -> None:
+    w.add("objective_status", (e.status, aid))
 
 
-def _key_result_defined(w: ViewWriter, position: int, e: KeyResult.Defined) -> None:
-    kr_id = str(e.originator_id)
+def _key_result_defined(w: ViewWriter, position: int, aid: str, e: KeyResult.Defined) -> None:
+    kr_id = aid
     w.add(
         "key_result",
         (
@@ -227,11 +226,11 @@ def _key_result_defined(w: ViewWriter, position: int, e: KeyResult.Defined) -> N
     )
 
 
-def _key_result_target(w: ViewWriter, position: int, e: KeyResult.TargetChanged) -> None:
+def _key_result_target(w: ViewWriter, position: int, aid: str, e: KeyResult.TargetChanged) -> None:
     w.add(
         "kr_target",
         (
-            str(e.originator_id),
+            aid,
             position,
             ts(e.effective_at),
             dec(e.target),
@@ -242,12 +241,12 @@ def _key_result_target(w: ViewWriter, position: int, e: KeyResult.TargetChanged)
     )
 
 
-def _checked_in(w: ViewWriter, position: int, e: KeyResult.CheckedIn) -> None:
+def _checked_in(w: ViewWriter, position: int, aid: str, e: KeyResult.CheckedIn) -> None:
     w.add(
         "check_in",
         (
             position,
-            str(e.originator_id),
+            aid,
             dec(e.value),
             None if e.done is None else int(e.done),
             e.steps_done,
@@ -260,8 +259,8 @@ def _checked_in(w: ViewWriter, position: int, e: KeyResult.CheckedIn) -> None:
     )
 
 
-def _kpi_defined(w: ViewWriter, position: int, e: Kpi.Defined) -> None:
-    kpi_id = str(e.originator_id)
+def _kpi_defined(w: ViewWriter, position: int, aid: str, e: Kpi.Defined) -> None:
+    kpi_id = aid
     w.add(
         "kpi",
         (
@@ -280,12 +279,12 @@ def _kpi_defined(w: ViewWriter, position: int, e: Kpi.Defined) -> None:
     _add_thresholds(w, kpi_id, position, BEGINNING, e.thresholds)
 
 
-def _kpi_changed(w: ViewWriter, position: int, e: Kpi.Changed) -> None:
-    w.add("kpi_changed", (e.name, e.unit, dec(e.target), e.frequency, str(e.originator_id)))
+def _kpi_changed(w: ViewWriter, position: int, aid: str, e: Kpi.Changed) -> None:
+    w.add("kpi_changed", (e.name, e.unit, dec(e.target), e.frequency, aid))
 
 
-def _kpi_thresholds(w: ViewWriter, position: int, e: Kpi.ThresholdsChanged) -> None:
-    _add_thresholds(w, str(e.originator_id), position, ts(e.effective_from), e.thresholds)
+def _kpi_thresholds(w: ViewWriter, position: int, aid: str, e: Kpi.ThresholdsChanged) -> None:
+    _add_thresholds(w, aid, position, ts(e.effective_from), e.thresholds)
 
 
 def _add_thresholds(w: ViewWriter, kpi_id: str, position: int, start: Any, th: Any) -> None:
@@ -303,16 +302,16 @@ def _add_thresholds(w: ViewWriter, kpi_id: str, position: int, start: Any, th: A
     )
 
 
-def _kpi_source(w: ViewWriter, position: int, e: Kpi.SourceBound) -> None:
-    w.add("kpi_source", (e.source.plugin if e.source else None, str(e.originator_id)))
+def _kpi_source(w: ViewWriter, position: int, aid: str, e: Kpi.SourceBound) -> None:
+    w.add("kpi_source", (e.source.plugin if e.source else None, aid))
 
 
-def _reading_recorded(w: ViewWriter, position: int, e: Reading.Recorded) -> None:
+def _reading_recorded(w: ViewWriter, position: int, aid: str, e: Reading.Recorded) -> None:
     w.add(
         "reading",
         (
             position,
-            str(e.originator_id),
+            aid,
             str(e.kpi_id),
             e.reading_id,
             1,
@@ -324,12 +323,12 @@ def _reading_recorded(w: ViewWriter, position: int, e: Reading.Recorded) -> None
     )
 
 
-def _reading_corrected(w: ViewWriter, position: int, e: Reading.Corrected) -> None:
+def _reading_corrected(w: ViewWriter, position: int, aid: str, e: Reading.Corrected) -> None:
     w.flush()  # the reading being corrected may still be in the buffer
     current = w.tx.one(
         f"SELECT position, kpi_id, reading_id, observed_at, source FROM {w.t['readings']}"
         " WHERE reading_key = ? AND superseded_by IS NULL",
-        (str(e.originator_id),),
+        (aid,),
     )
     if current is None:
         msg = f"no current reading {e.originator_id} to correct"
@@ -339,7 +338,7 @@ def _reading_corrected(w: ViewWriter, position: int, e: Reading.Corrected) -> No
         "reading",
         (
             position,
-            str(e.originator_id),
+            aid,
             kpi_id,
             reading_id,
             e.originator_version,
