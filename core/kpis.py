@@ -42,6 +42,26 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return "amber"
         return "red"
 
+    def check(self, direction: str, field: str = "thresholds") -> Thresholds:
+        """Refuse bounds that make no sense for `direction` (e.g. an upper bound when
+        higher is better), and amber bands that do not contain the green one."""
+        if direction == "higher_is_better":
+            shape_ok = self.green_low is not None and self.amber_low is not None
+            shape_ok = shape_ok and self.green_high is None and self.amber_high is None
+        elif direction == "lower_is_better":
+            shape_ok = self.green_high is not None and self.amber_high is not None
+            shape_ok = shape_ok and self.green_low is None and self.amber_low is None
+        else:
+            bounds = (self.green_low, self.green_high, self.amber_low, self.amber_high)
+            shape_ok = all(bound is not None for bound in bounds)
+        require(shape_ok, field, f"do not fit a {direction} KPI")
+        require(
+            _contains(self.amber_low, self.amber_high, self.green_low, self.green_high),
+            f"{field}.amber",
+            "must contain the green band",
+        )
+        return self
+
     def as_contract(self, direction: str) -> dict[str, Any]:
         """The API's `{"green": G, "amber": A}` shape (pairs for `target_band`)."""
         if direction == "higher_is_better":
@@ -56,6 +76,17 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def _within(value: Decimal, low: Decimal | None, high: Decimal | None) -> bool:
     return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _contains(
+    outer_low: Decimal | None,
+    outer_high: Decimal | None,
+    inner_low: Decimal | None,
+    inner_high: Decimal | None,
+) -> bool:
+    low_ok = outer_low is None or (inner_low is not None and outer_low <= inner_low)
+    high_ok = outer_high is None or (inner_high is not None and inner_high <= outer_high)
+    return low_ok and high_ok
 
 
 def thresholds_for(direction: str, green: Any, amber: Any) -> Thresholds:
@@ -97,11 +128,8 @@ def _pair(value: Any, field: str) -> tuple[Decimal, Decimal]:
 class SourceBinding(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A metric-source plugin and its (validated) config."""
 
-    # Typed state; under TYPE_CHECKING because eventsourcing turns class
-    # annotations into __init__ parameters.
-    if TYPE_CHECKING:
-        plugin: str
-        config: dict[str, Any]
+    plugin: str
+    config: dict[str, Any]
 
 
 class Kpi(LedgerAggregate):
@@ -205,7 +233,7 @@ class Kpi(LedgerAggregate):
             unit=(unit or "").strip()[:50],
             direction=direction,
             target=target,
-            thresholds=thresholds,
+            thresholds=thresholds.check(direction),
             frequency=frequency,
             source=source,
             team_id=team_id,
@@ -250,7 +278,7 @@ class Kpi(LedgerAggregate):
         aware(effective_from, "effective_from")
         self.trigger_event(
             self.ThresholdsChanged,
-            thresholds=thresholds,
+            thresholds=thresholds.check(self.direction),
             effective_from=effective_from,
             actor=actor,
             reason=reason,

@@ -16,6 +16,7 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, Notification
+from eventsourcing.utils import Environment
 
 from goalledger.core.cycles import Cycle
 from goalledger.core.errors import Conflict, DomainError, NotFound, require
@@ -72,6 +73,14 @@ class Ledger(Application[UUID]):
         super().__init__(env=storage.eventsourcing_env(self.settings))
         if storage.kind == "sqlite":
             _set_sqlite_synchronous(self, self.settings.sqlite_synchronous)
+
+    def construct_env(self, name: str, env: Any = None) -> Any:
+        """Only the environment goalledger derives from its settings.
+
+        eventsourcing would merge `os.environ`, where `GOALLEDGER_*` keys (this
+        application's prefix) could silently override the database the URL chose.
+        """
+        return Environment(name, dict(env or {}))
 
     def construct_mapper(self) -> Mapper[UUID]:
         """Use msgspec, keeping any cipher or compressor the environment configures."""

@@ -34,14 +34,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             if key in environ:
                 values[field.name] = environ[key]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("sqlite_synchronous"), str):
+            values["sqlite_synchronous"] = values["sqlite_synchronous"].lower()
         try:
             settings = msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as error:
-            raise DomainError("settings", str(error)) from None
+            # msgspec names the field as `$.field`; report the variable a user sets.
+            message = str(error)
+            field = message.rsplit("$.", 1)[-1].strip("`'\" ") if "$." in message else ""
+            variable = f"GOALLEDGER_{field.upper()}" if field else "settings"
+            raise DomainError(variable, message.split(" - at ")[0]) from None
         settings.storage()  # fail early on a malformed URL
         if settings.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             raise DomainError("GOALLEDGER_SQLITE_SYNCHRONOUS", "must be full or normal")
         return settings
+
+    def __repr__(self) -> str:
+        return f"Settings(database={self.storage().describe()!r})"
 
     def storage(self) -> Storage:
         """The storage the database URL names."""
@@ -69,13 +78,17 @@ class Storage(msgspec.Struct, frozen=True, kw_only=True):
             return cls(kind="sqlite", path=path)
         parts = urlsplit(url)
         if parts.scheme in ("postgresql", "postgres"):
+            try:
+                port = parts.port or 5432
+            except ValueError:
+                raise DomainError("GOALLEDGER_DATABASE_URL", "has an invalid port") from None
             dbname = parts.path.lstrip("/")
             if not dbname:
                 raise DomainError("GOALLEDGER_DATABASE_URL", "names no PostgreSQL database")
             return cls(
                 kind="postgresql",
                 host=parts.hostname or "127.0.0.1",
-                port=parts.port or 5432,
+                port=port,
                 user=unquote(parts.username or "postgres"),
                 password=unquote(parts.password or ""),
                 dbname=unquote(dbname),
@@ -84,6 +97,9 @@ class Storage(msgspec.Struct, frozen=True, kw_only=True):
             "GOALLEDGER_DATABASE_URL",
             f"must start with sqlite:/// or postgresql://, got {url.split(':', 1)[0]!r}",
         )
+
+    def __repr__(self) -> str:
+        return f"Storage({self.describe()!r})"
 
     def sibling_path(self, suffix: str) -> Path:
         """A file beside the SQLite ledger, e.g. its projections database."""
