@@ -70,13 +70,17 @@ def encode_state(event: object) -> bytes:
     return _encoder.encode(state)
 
 
-def decode_state(cls: type, data: bytes) -> dict[str, Any]:
-    """Decode stored bytes into typed field values of `cls`, upcasting old versions."""
+def decode_struct(cls: type, data: bytes) -> Any:
+    """Decode stored bytes into a typed Struct mirroring `cls`'s fields, upcasting old versions.
+
+    The projector reads events in this form: attribute access like the event, without
+    building the event object.
+    """
     shape = _shape(cls)
     try:
         typed = shape.decoder.decode(data)
         if typed.class_version == shape.class_version:
-            return {name: getattr(typed, name) for name in shape.fields}
+            return typed
     except msgspec.ValidationError:
         # An older version may lack (or spell differently) today's fields.
         pass
@@ -85,8 +89,13 @@ def decode_state(cls: type, data: bytes) -> dict[str, Any]:
     while version < shape.class_version:
         getattr(cls, f"upcast_v{version}_v{version + 1}")(raw)
         version += 1
-    typed = msgspec.convert(raw, shape.struct, strict=False)
-    return {name: getattr(typed, name) for name in shape.fields}
+    return msgspec.convert(raw, shape.struct, strict=False)
+
+
+def decode_state(cls: type, data: bytes) -> dict[str, Any]:
+    """Decode stored bytes into typed field values of `cls`, upcasting old versions."""
+    typed = decode_struct(cls, data)
+    return {name: getattr(typed, name) for name in _shape(cls).fields}
 
 
 class MsgspecMapper(Mapper[UUID]):
@@ -113,6 +122,15 @@ class MsgspecMapper(Mapper[UUID]):
             topic=get_topic(type(domain_event)),
             state=state,
         )
+
+    def decode_fields(self, topic: str, data: bytes) -> Any:
+        """The typed fields of a stored event (a Struct), without building the event."""
+        cls = resolve_topic(topic)
+        if self.cipher:
+            data = self.cipher.decrypt(data)
+        if self.compressor:
+            data = self.compressor.decompress(data)
+        return decode_struct(cls, data)
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Rebuild a typed domain event from its stored form."""

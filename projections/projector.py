@@ -98,34 +98,32 @@ class Projector:
     def run_batch(self) -> int:
         """Apply the next batch of events; returns how many were applied (0 when caught up)."""
         start = self.position()
-        notifications = self.ledger.recorder.select_notifications(
-            start, self.batch_size, inclusive_of_start=False
-        )
-        if not notifications:
+        rows = self.ledger.notification_rows(start, self.batch_size)
+        if not rows:
             return 0
-        to_domain_event = self.ledger.mapper.to_domain_event
+        decode = self.ledger.mapper.decode_fields
         with self.store.transaction() as tx:
             generation = self._generation(tx)
             if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
                 return 0  # another projector applied this batch first
             writer = ViewWriter(tx, generation)
-            for notification in notifications:
+            for position, aggregate_id, version, topic, state in rows:
                 try:
-                    writer.apply(notification.id, to_domain_event(notification))
+                    writer.apply(position, aggregate_id, version, topic, decode(topic, state))
                 except Exception as error:
-                    raise self._fail(notification.id, notification.topic, error) from error
+                    raise self._fail(position, topic, error) from error
             try:
                 writer.flush()
             except Exception as error:
-                raise self._fail(notifications[-1].id, "batch", error) from error
+                raise self._fail(rows[-1][0], "batch", error) from error
             tx.execute(
                 f"UPDATE {schema.table(generation, 'tracking')} SET position = ?"
                 " WHERE name = 'views'",
-                (notifications[-1].id,),
+                (rows[-1][0],),
             )
         with self._applied:
             self._applied.notify_all()
-        return len(notifications)
+        return len(rows)
 
     def _fail(self, position: int, topic: str, error: Exception) -> ProjectionFailed:
         failure = ProjectionFailed(position, topic, f"{type(error).__name__}: {error}")
