@@ -12,7 +12,7 @@ import msgspec
 
 from goalledger.core.errors import DomainError, NotFound
 from goalledger.core.kpis import Thresholds
-from goalledger.projections.queries import Views
+from goalledger.projections.queries import Views, latest
 from goalledger.projections.schema import from_dec, from_ts, ts
 
 BUCKETS = ("day", "week", "month")
@@ -94,13 +94,18 @@ def kpi_history(
     """Readings of a KPI observed in [start, end] and by `as_of`, as known at `known_at`."""
     if bucket is not None and bucket not in BUCKETS:
         raise DomainError("bucket", f"must be one of {', '.join(BUCKETS)}")
+    for field, moment in (("from", start), ("to", end), ("cursor", after and after[0])):
+        if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+            raise DomainError(field, "must carry a UTC offset")
     with views.store.read() as tx:
         t = views.tables(tx)
         moment = views.moment(tx, t, as_of, known_at)
         p = moment.position
         kpi = tx.one(
-            f"SELECT name, unit, direction FROM {t['kpis']} WHERE id = ? AND defined_position <= ?",
-            (str(kpi_id), p),
+            f"SELECT x.name, x.unit, k.direction FROM {t['kpis']} k"
+            f" JOIN {latest(t['kpi_texts'], 'id, name, unit')} x ON x.id = k.id"
+            f" WHERE k.id = ? AND k.defined_position <= ?",
+            (p, str(kpi_id), p),
         )
         if kpi is None:
             raise NotFound("kpi_id", f"no KPI with id {kpi_id}")

@@ -36,6 +36,14 @@ class ProjectionFailed(Exception):
         self.reason = reason
 
 
+class _Unapplied(Exception):
+    """Carries an apply error out of the batch transaction, so it rolls back first."""
+
+    def __init__(self, position: int, topic: str, error: Exception) -> None:
+        super().__init__(position, topic, error)
+        self.position, self.topic, self.error = position, topic, error
+
+
 class Lag(msgspec.Struct, frozen=True):
     """How far the read models trail the ledger."""
 
@@ -102,25 +110,32 @@ class Projector:
         if not rows:
             return 0
         decode = self.ledger.mapper.decode_fields
-        with self.store.transaction() as tx:
-            generation = self._generation(tx)
-            if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
-                return 0  # another projector applied this batch first
-            writer = ViewWriter(tx, generation)
-            for position, aggregate_id, version, topic, state in rows:
+        try:
+            with self.store.transaction() as tx:
+                generation = self._generation(tx)
+                if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
+                    return 0  # another projector applied this batch first
+                writer = ViewWriter(tx, generation)
+                for position, aggregate_id, version, topic, state in rows:
+                    try:
+                        writer.apply(position, aggregate_id, version, topic, decode(topic, state))
+                    except Exception as error:
+                        raise _Unapplied(position, topic, error) from error
                 try:
-                    writer.apply(position, aggregate_id, version, topic, decode(topic, state))
+                    writer.flush()
                 except Exception as error:
-                    raise self._fail(position, topic, error) from error
-            try:
-                writer.flush()
-            except Exception as error:
-                raise self._fail(rows[-1][0], "batch", error) from error
-            tx.execute(
-                f"UPDATE {schema.table(generation, 'tracking')} SET position = ?"
-                " WHERE name = 'views'",
-                (rows[-1][0],),
+                    raise _Unapplied(rows[-1][0], "batch", error) from error
+                tx.execute(
+                    f"UPDATE {schema.table(generation, 'tracking')} SET position = ?"
+                    " WHERE name = 'views'",
+                    (rows[-1][0],),
+                )
+        except _Unapplied as unapplied:
+            # Recorded only now, after the batch rolled back, so other processes see it.
+            raise self._fail(unapplied.position, unapplied.topic, unapplied.error) from (
+                unapplied.error
             )
+        self.failure = None
         with self._applied:
             self._applied.notify_all()
         return len(rows)
@@ -203,8 +218,9 @@ class Projector:
 
     def start(self, poll_interval: float = 0.05) -> None:
         """Run in a daemon thread until `stop()`; stops (and reports) on a failure."""
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             return
+        self.failure = None
         with self.store.transaction() as tx:  # a restart retries a recorded failure
             tx.execute(
                 f"DELETE FROM {schema.STATUS_TABLE} WHERE generation = ?",

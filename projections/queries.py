@@ -118,7 +118,7 @@ class Views:
     # -- cycles -----------------------------------------------------------------------------
 
     def _cycle(self, tx: Tx, t: dict[str, str], cycle_id: UUID | None, position: int) -> tuple:
-        columns = "id, name, starts_on, ends_on, status, rule, closed_position"
+        columns = "id, name, starts_on, ends_on, status, rule, closed_position, closed_at"
         if cycle_id is not None:
             row = tx.one(
                 f"SELECT {columns} FROM {t['cycles']} WHERE id = ? AND defined_position <= ?",
@@ -152,28 +152,24 @@ class Views:
         with self.store.read() as tx:
             t = self.tables(tx)
             moment = self.moment(tx, t, as_of, known_at)
-            cid, name, starts_on, ends_on, status, cycle_rule, closed_at = self._cycle(
-                tx, t, cycle_id, moment.position
+            cid, name, starts_on, ends_on, status, cycle_rule, closed_position, closed_time = (
+                self._cycle(tx, t, cycle_id, moment.position)
             )
             position = moment.position
-            closed = closed_at is not None and closed_at <= position
+            at = moment.at
+            closed = closed_position is not None and closed_position <= position
             if closed:
-                position = min(position, closed_at)  # closing freezes the figures
+                # Closing freezes the figures: what was known, and the moment judged, then.
+                position = min(position, closed_position)
+                at = min(at, from_ts(closed_time))
             else:
                 status, cycle_rule = "open", None
             scoring = self.rule(rule or (cycle_rule if closed else None) or self.default_rule)
-            at = moment.at
-            teams = _teams(tx, t)
+            teams = _teams(tx, t, position)
             scope = _subtree(teams, str(team_id)) if team_id is not None else None
             if team_id is not None and str(team_id) not in teams:
                 raise NotFound("team_id", f"no team with id {team_id}")
-            board_args = (cid, position, ts(at))
-            objectives = tx.all(
-                f"SELECT id, title, team_id, owner, kind, status FROM {t['objectives']}"
-                " WHERE cycle_id = ? AND defined_position <= ? AND effective_at <= ?"
-                " ORDER BY defined_position",
-                board_args,
-            )
+            objectives = _objectives(tx, t, cid, position, at)
             if scope is not None:
                 objectives = [o for o in objectives if o[2] in scope]
             facts = _key_result_facts(tx, t, cid, position, at)
@@ -229,17 +225,21 @@ class Views:
             cid = self._cycle(tx, t, cycle_id, moment.position)[0]
             args = (cid, moment.position, ts(moment.at))
             rows = tx.all(
-                f"SELECT o.id, o.title, o.team_id, o.owner, o.kind, o.status,"
-                f" a.parent_objective_id, a.parent_key_result_id FROM {t['objectives']} o"
+                f"SELECT o.id, a.parent_objective_id, a.parent_key_result_id"
+                f" FROM {t['objectives']} o"
                 f" JOIN (SELECT objective_id, parent_objective_id, parent_key_result_id,"
                 f"  ROW_NUMBER() OVER (PARTITION BY objective_id"
                 f"   ORDER BY effective_at DESC, position DESC) AS rn"
                 f"  FROM {t['alignments']} WHERE position <= ? AND effective_at <= ?) a"
                 f" ON a.objective_id = o.id AND a.rn = 1"
-                f" WHERE o.cycle_id = ? AND o.defined_position <= ? AND o.effective_at <= ?"
-                f" ORDER BY o.defined_position",
+                f" WHERE o.cycle_id = ? AND o.defined_position <= ? AND o.effective_at <= ?",
                 (moment.position, ts(moment.at), *args),
             )
+            parents = {row[0]: (row[1], row[2]) for row in rows}
+            described = [
+                (*objective, *parents[objective[0]])
+                for objective in _objectives(tx, t, cid, moment.position, moment.at)
+            ]
             kr_objective = dict(tx.all(f"SELECT id, objective_id FROM {t['key_results']}"))
         nodes = {
             row[0]: AlignmentNode(
@@ -247,10 +247,10 @@ class Views:
                 status=row[5], parent_objective_id=_uuid(row[6]),
                 parent_key_result_id=_uuid(row[7]), children=[],
             )
-            for row in rows
+            for row in described
         }  # fmt: skip
         roots = []
-        for row in rows:
+        for row in described:
             parent = kr_objective.get(row[7]) if row[7] else row[6]
             if parent in nodes and parent != row[0]:
                 nodes[parent].children.append(nodes[row[0]])
@@ -274,11 +274,33 @@ def _uuid(text: str | None) -> UUID | None:
     return None if text is None else UUID(text)
 
 
-def _teams(tx: Tx, t: dict[str, str]) -> dict[str, tuple[str, str | None, int]]:
-    return {
-        row[0]: (row[1], row[2], row[3])
-        for row in tx.all(f"SELECT id, name, parent_id, check_in_interval_days FROM {t['teams']}")
-    }
+def latest(table: str, columns: str) -> str:
+    """A subquery: each id's newest row of a versioned table within a `?` position bound."""
+    return (
+        f"(SELECT {columns} FROM (SELECT v.*, ROW_NUMBER() OVER (PARTITION BY v.id"
+        f" ORDER BY v.position DESC) AS rn FROM {table} v WHERE v.position <= ?) w"
+        f" WHERE rn = 1)"
+    )
+
+
+def _teams(tx: Tx, t: dict[str, str], position: int) -> dict[str, tuple[str, str | None, int]]:
+    """Every team known at `position`, as it stood then: (name, parent_id, interval)."""
+    sql = f"SELECT * FROM {latest(t['teams'], 'id, name, parent_id, check_in_interval_days')} x"
+    return {row[0]: (row[1], row[2], row[3]) for row in tx.all(sql, (position,))}
+
+
+def _objectives(
+    tx: Tx, t: dict[str, str], cycle_id: str, position: int, at: datetime
+) -> list[tuple[str, str, str, str, str, str]]:
+    """(id, title, team_id, owner, kind, status) of a cycle's objectives at a moment."""
+    return tx.all(
+        f"SELECT o.id, x.title, o.team_id, x.owner, o.kind, s.status FROM {t['objectives']} o"
+        f" JOIN {latest(t['objective_texts'], 'id, title, owner')} x ON x.id = o.id"
+        f" JOIN {latest(t['objective_statuses'], 'id, status')} s ON s.id = o.id"
+        f" WHERE o.cycle_id = ? AND o.defined_position <= ? AND o.effective_at <= ?"
+        f" ORDER BY o.defined_position",
+        (position, position, cycle_id, position, ts(at)),
+    )
 
 
 def _subtree(teams: Mapping[str, tuple[str, str | None, int]], root: str) -> set[str]:

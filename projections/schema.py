@@ -26,16 +26,25 @@ TABLES = {
     "cycles": (
         "id TEXT PRIMARY KEY, name TEXT NOT NULL, starts_on TEXT NOT NULL, ends_on TEXT NOT NULL,"
         " status TEXT NOT NULL, rule TEXT, defined_position BIGINT NOT NULL,"
-        " closed_position BIGINT"
+        " closed_position BIGINT, closed_at BIGINT"
     ),
+    # Teams, objective wording and status, and KPI descriptions change over time: each
+    # change is a new row, and a read takes the latest row within its position bound.
     "teams": (
-        "id TEXT PRIMARY KEY, name TEXT NOT NULL, parent_id TEXT,"
-        " check_in_interval_days INTEGER NOT NULL, position BIGINT NOT NULL"
+        "id TEXT NOT NULL, position BIGINT NOT NULL, name TEXT NOT NULL, parent_id TEXT,"
+        " check_in_interval_days INTEGER NOT NULL, PRIMARY KEY (id, position)"
     ),
     "objectives": (
-        "id TEXT PRIMARY KEY, cycle_id TEXT NOT NULL, team_id TEXT NOT NULL, title TEXT NOT NULL,"
-        " description TEXT NOT NULL, owner TEXT NOT NULL, kind TEXT NOT NULL,"
-        " status TEXT NOT NULL, defined_position BIGINT NOT NULL, effective_at BIGINT NOT NULL"
+        "id TEXT PRIMARY KEY, cycle_id TEXT NOT NULL, team_id TEXT NOT NULL, kind TEXT NOT NULL,"
+        " defined_position BIGINT NOT NULL, effective_at BIGINT NOT NULL"
+    ),
+    "objective_texts": (
+        "id TEXT NOT NULL, position BIGINT NOT NULL, title TEXT NOT NULL,"
+        " description TEXT NOT NULL, owner TEXT NOT NULL, PRIMARY KEY (id, position)"
+    ),
+    "objective_statuses": (
+        "id TEXT NOT NULL, position BIGINT NOT NULL, status TEXT NOT NULL,"
+        " PRIMARY KEY (id, position)"
     ),
     "alignments": (
         "objective_id TEXT NOT NULL, position BIGINT NOT NULL, effective_at BIGINT NOT NULL,"
@@ -59,9 +68,12 @@ TABLES = {
         " effective_at BIGINT NOT NULL, recorded_at BIGINT NOT NULL"
     ),
     "kpis": (
-        "id TEXT PRIMARY KEY, name TEXT NOT NULL, unit TEXT NOT NULL, direction TEXT NOT NULL,"
-        " target TEXT, frequency TEXT NOT NULL, source_plugin TEXT, team_id TEXT,"
+        "id TEXT PRIMARY KEY, direction TEXT NOT NULL, source_plugin TEXT, team_id TEXT,"
         " defined_position BIGINT NOT NULL, effective_at BIGINT NOT NULL"
+    ),
+    "kpi_texts": (
+        "id TEXT NOT NULL, position BIGINT NOT NULL, name TEXT NOT NULL, unit TEXT NOT NULL,"
+        " target TEXT, frequency TEXT NOT NULL, PRIMARY KEY (id, position)"
     ),
     "kpi_thresholds": (
         "kpi_id TEXT NOT NULL, position BIGINT NOT NULL, effective_from BIGINT NOT NULL,"
@@ -92,6 +104,7 @@ INDEXES = {
 BEGINNING = -(2**62)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST = datetime(1, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def table(generation: int, name: str) -> str:
@@ -169,7 +182,7 @@ def ts(moment: datetime | None) -> int | None:
     """A timezone-aware moment as integer microseconds since the epoch (sorts like time)."""
     if moment is None:
         return None
-    return round(moment.timestamp() * 1_000_000)
+    return (moment - EPOCH) // MICROSECOND
 
 
 def from_ts(micros: int | None) -> datetime | None:

@@ -73,39 +73,32 @@ class ViewWriter:
 
 
 _TABLE_NAMES = (
-    "events", "cycles", "teams", "objectives", "alignments", "key_results", "kr_targets",
-    "check_ins", "kpis", "kpi_thresholds", "readings",
+    "events", "cycles", "teams", "objectives", "objective_texts", "objective_statuses",
+    "alignments", "key_results", "kr_targets", "check_ins", "kpis", "kpi_texts",
+    "kpi_thresholds", "readings",
 )  # fmt: skip
 
 
 def _statements(t: dict[str, str]) -> dict[str, str]:
     return {
         "event": f"INSERT INTO {t['events']} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        "cycle": f"INSERT INTO {t['cycles']} VALUES (?, ?, ?, ?, 'open', NULL, ?, NULL)",
+        "cycle": f"INSERT INTO {t['cycles']} VALUES (?, ?, ?, ?, 'open', NULL, ?, NULL, NULL)",
         "cycle_closed": (
-            f"UPDATE {t['cycles']} SET status = 'closed', rule = ?, closed_position = ?"
-            " WHERE id = ?"
+            f"UPDATE {t['cycles']} SET status = 'closed', rule = ?, closed_position = ?,"
+            " closed_at = ? WHERE id = ?"
         ),
         "team": f"INSERT INTO {t['teams']} VALUES (?, ?, ?, ?, ?)",
-        "team_changed": (
-            f"UPDATE {t['teams']} SET name = ?, parent_id = ?, check_in_interval_days = ?,"
-            " position = ? WHERE id = ?"
-        ),
-        "objective": f"INSERT INTO {t['objectives']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "objective_edited": (
-            f"UPDATE {t['objectives']} SET title = ?, description = ?, owner = ? WHERE id = ?"
-        ),
-        "objective_status": f"UPDATE {t['objectives']} SET status = ? WHERE id = ?",
+        "objective": f"INSERT INTO {t['objectives']} VALUES (?, ?, ?, ?, ?, ?)",
+        "objective_text": f"INSERT INTO {t['objective_texts']} VALUES (?, ?, ?, ?, ?)",
+        "objective_status": f"INSERT INTO {t['objective_statuses']} VALUES (?, ?, ?)",
         "alignment": f"INSERT INTO {t['alignments']} VALUES (?, ?, ?, ?, ?)",
         "key_result": (
             f"INSERT INTO {t['key_results']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ),
         "kr_target": f"INSERT INTO {t['kr_targets']} VALUES (?, ?, ?, ?, ?, ?, ?)",
         "check_in": f"INSERT INTO {t['check_ins']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "kpi": f"INSERT INTO {t['kpis']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "kpi_changed": (
-            f"UPDATE {t['kpis']} SET name = ?, unit = ?, target = ?, frequency = ? WHERE id = ?"
-        ),
+        "kpi": f"INSERT INTO {t['kpis']} VALUES (?, ?, ?, ?, ?, ?)",
+        "kpi_text": f"INSERT INTO {t['kpi_texts']} VALUES (?, ?, ?, ?, ?, ?)",
         "kpi_source": f"UPDATE {t['kpis']} SET source_plugin = ? WHERE id = ?",
         "thresholds": f"INSERT INTO {t['kpi_thresholds']} VALUES (?, ?, ?, ?, ?, ?, ?)",
         "reading": f"INSERT INTO {t['readings']} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
@@ -132,41 +125,25 @@ def _cycle_defined(w: ViewWriter, position: int, aid: str, e: Cycle.Defined) -> 
 
 
 def _cycle_closed(w: ViewWriter, position: int, aid: str, e: Cycle.Closed) -> None:
-    w.add("cycle_closed", (e.rule, position, aid))
+    w.add("cycle_closed", (e.rule, position, ts(e.timestamp), aid))
 
 
 def _team_formed(w: ViewWriter, position: int, aid: str, e: Team.Formed) -> None:
-    w.add("team", (aid, e.name, uid(e.parent_id), e.check_in_interval_days, position))
+    w.add("team", (aid, position, e.name, uid(e.parent_id), e.check_in_interval_days))
 
 
 def _team_changed(w: ViewWriter, position: int, aid: str, e: Team.Changed) -> None:
-    w.add(
-        "team_changed",
-        (e.name, uid(e.parent_id), e.check_in_interval_days, position, aid),
-    )
+    w.add("team", (aid, position, e.name, uid(e.parent_id), e.check_in_interval_days))
 
 
 def _objective_defined(w: ViewWriter, position: int, aid: str, e: Objective.Defined) -> None:
-    objective_id = aid
-    w.add(
-        "objective",
-        (
-            objective_id,
-            str(e.cycle_id),
-            str(e.team_id),
-            e.title,
-            e.description,
-            e.owner,
-            e.kind,
-            e.status,
-            position,
-            ts(e.effective_at),
-        ),
-    )
+    w.add("objective", (aid, str(e.cycle_id), str(e.team_id), e.kind, position, ts(e.effective_at)))
+    w.add("objective_text", (aid, position, e.title, e.description, e.owner))
+    w.add("objective_status", (aid, position, e.status))
     w.add(
         "alignment",
         (
-            objective_id,
+            aid,
             position,
             ts(e.effective_at),
             uid(e.parent_objective_id),
@@ -176,7 +153,7 @@ def _objective_defined(w: ViewWriter, position: int, aid: str, e: Objective.Defi
 
 
 def _objective_edited(w: ViewWriter, position: int, aid: str, e: Objective.Edited) -> None:
-    w.add("objective_edited", (e.title, e.description, e.owner, aid))
+    w.add("objective_text", (aid, position, e.title, e.description, e.owner))
 
 
 def _objective_aligned(w: ViewWriter, position: int, aid: str, e: Objective.Aligned) -> None:
@@ -193,7 +170,7 @@ def _objective_aligned(w: ViewWriter, position: int, aid: str, e: Objective.Alig
 
 
 def _objective_status(w: ViewWriter, position: int, aid: str, e: Objective.StatusChanged) -> None:
-    w.add("objective_status", (e.status, aid))
+    w.add("objective_status", (aid, position, e.status))
 
 
 def _key_result_defined(w: ViewWriter, position: int, aid: str, e: KeyResult.Defined) -> None:
@@ -264,27 +241,23 @@ def _checked_in(w: ViewWriter, position: int, aid: str, e: KeyResult.CheckedIn) 
 
 
 def _kpi_defined(w: ViewWriter, position: int, aid: str, e: Kpi.Defined) -> None:
-    kpi_id = aid
     w.add(
         "kpi",
         (
-            kpi_id,
-            e.name,
-            e.unit,
+            aid,
             e.direction,
-            dec(e.target),
-            e.frequency,
             e.source.plugin if e.source else None,
             uid(e.team_id),
             position,
             ts(e.effective_at),
         ),
     )
-    _add_thresholds(w, kpi_id, position, BEGINNING, e.thresholds)
+    w.add("kpi_text", (aid, position, e.name, e.unit, dec(e.target), e.frequency))
+    _add_thresholds(w, aid, position, BEGINNING, e.thresholds)
 
 
 def _kpi_changed(w: ViewWriter, position: int, aid: str, e: Kpi.Changed) -> None:
-    w.add("kpi_changed", (e.name, e.unit, dec(e.target), e.frequency, aid))
+    w.add("kpi_text", (aid, position, e.name, e.unit, dec(e.target), e.frequency))
 
 
 def _kpi_thresholds(w: ViewWriter, position: int, aid: str, e: Kpi.ThresholdsChanged) -> None:
