@@ -366,6 +366,37 @@ class Reading(LedgerAggregate):
             actor=actor,
         )
 
+    @classmethod
+    def observed(
+        cls,
+        *,
+        kpi_id: UUID,
+        reading_id: str,
+        value: Decimal,
+        observed_at: datetime,
+        source: str,
+        actor: str,
+        now: datetime,
+    ) -> Reading.Recorded:
+        """The first event of a reading, built without an aggregate object.
+
+        Bulk ingestion saves these directly: building an aggregate per reading costs
+        more than storing it. The checks are those of `record`.
+        """
+        reading_id = non_blank(reading_id, "reading_id", max_length=200)
+        return cls.Recorded(
+            originator_id=reading_key(kpi_id, reading_id),
+            originator_version=1,
+            timestamp=now,
+            originator_topic=cls.TOPIC,
+            actor=actor,
+            kpi_id=kpi_id,
+            reading_id=reading_id,
+            value=value,
+            observed_at=effective_time(observed_at, "observed_at"),
+            source=source,
+        )
+
     def correct(self, *, value: Decimal, reason: str, actor: str) -> None:
         """Supersede the value; a reason is required."""
         require(bool(reason and reason.strip()), "reason", "is required for a correction")

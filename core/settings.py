@@ -23,6 +23,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # process but may lose the last commits on power loss. The trade-off is the user's.
     sqlite_synchronous: str = "full"
     postgres_pool_size: int = 5
+    # Aggregates kept in memory between commands; each use still fast-forwards from the
+    # store and works on a copy, so several processes and threads stay correct.
+    aggregate_cache_size: int = 5000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -117,12 +120,14 @@ class Storage(msgspec.Struct, frozen=True, kw_only=True):
         if self.kind == "sqlite":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             return {
+                **_cache_env(settings),
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.path,
                 "SQLITE_LOCK_TIMEOUT": "30",
                 "GOALLEDGER_SQLITE_SYNCHRONOUS": settings.sqlite_synchronous,
             }
         return {
+            **_cache_env(settings),
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": self.dbname,
             "POSTGRES_HOST": self.host,
@@ -134,3 +139,13 @@ class Storage(msgspec.Struct, frozen=True, kw_only=True):
             "POSTGRES_LOCK_TIMEOUT": "5",
             "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
         }
+
+
+def _cache_env(settings: Settings) -> dict[str, str]:
+    if settings.aggregate_cache_size <= 0:
+        return {}
+    return {
+        "AGGREGATE_CACHE_MAXSIZE": str(settings.aggregate_cache_size),
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
+    }
