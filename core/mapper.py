@@ -12,7 +12,11 @@ Stored state is a MessagePack map of the event's fields, without
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
+import types
 import typing
+from decimal import Decimal
 from functools import cache
 from typing import Any
 from uuid import UUID
@@ -41,8 +45,18 @@ class _EventShape(msgspec.Struct, frozen=True):
     class_version: int
 
 
+def _as_text(hint: Any) -> Any:
+    """`hint` with UUID and Decimal read as their stored text (unions kept)."""
+    if hint in (UUID, Decimal):
+        return str
+    args = typing.get_args(hint)
+    if args and typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, (_as_text(arg) for arg in args))
+    return hint
+
+
 @cache
-def _shape(cls: type) -> _EventShape:
+def _shape(cls: type, textual: bool = False) -> _EventShape:
     hints = typing.get_type_hints(cls)
     struct_fields: list[Any] = []
     names = []
@@ -50,7 +64,8 @@ def _shape(cls: type) -> _EventShape:
         if field.name in _ROW_FIELDS:
             continue
         names.append(field.name)
-        struct_fields.append((field.name, hints[field.name]))
+        hint = hints[field.name]
+        struct_fields.append((field.name, _as_text(hint) if textual else hint))
     struct_fields.append(("class_version", int, 1))
     struct = msgspec.defstruct(f"{cls.__name__}State", struct_fields, forbid_unknown_fields=False)
     return _EventShape(
@@ -70,13 +85,14 @@ def encode_state(event: object) -> bytes:
     return _encoder.encode(state)
 
 
-def decode_struct(cls: type, data: bytes) -> Any:
+def decode_struct(cls: type, data: bytes, *, textual: bool = False) -> Any:
     """Decode stored bytes into a typed Struct mirroring `cls`'s fields, upcasting old versions.
 
-    The projector reads events in this form: attribute access like the event, without
-    building the event object.
+    The projector reads events in this form (`textual`: UUIDs and Decimals as their
+    exact stored text, which is what read models store): attribute access like the
+    event, without building the event object or parsing values it only writes back.
     """
-    shape = _shape(cls)
+    shape = _shape(cls, textual)
     try:
         typed = shape.decoder.decode(data)
         if typed.class_version == shape.class_version:
@@ -124,13 +140,13 @@ class MsgspecMapper(Mapper[UUID]):
         )
 
     def decode_fields(self, topic: str, data: bytes) -> Any:
-        """The typed fields of a stored event (a Struct), without building the event."""
+        """A stored event's fields as a Struct, ids and decimals as text (see decode_struct)."""
         cls = resolve_topic(topic)
         if self.cipher:
             data = self.cipher.decrypt(data)
         if self.compressor:
             data = self.compressor.decompress(data)
-        return decode_struct(cls, data)
+        return decode_struct(cls, data, textual=True)
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Rebuild a typed domain event from its stored form."""
