@@ -12,7 +12,7 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from goalledger.core.errors import DomainError, require
-from goalledger.core.model import LedgerAggregate, aware, non_blank
+from goalledger.core.model import LedgerAggregate, as_decimal, aware, non_blank, optional_decimal
 from goalledger.core.objectives import effective_time
 
 DIRECTIONS = ("higher_is_better", "lower_is_better", "target_band")
@@ -57,6 +57,8 @@ class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             bounds = (self.green_low, self.green_high, self.amber_low, self.amber_high)
             shape_ok = all(bound is not None for bound in bounds)
         require(shape_ok, field, f"do not fit a {direction} KPI")
+        for name in ("green_low", "green_high", "amber_low", "amber_high"):
+            optional_decimal(getattr(self, name), f"{field}.{name}")
         require(
             _contains(self.amber_low, self.amber_high, self.green_low, self.green_high),
             f"{field}.amber",
@@ -93,8 +95,6 @@ def _contains(
 
 def thresholds_for(direction: str, green: Any, amber: Any) -> Thresholds:
     """Build and check thresholds from the API's `green`/`amber` values for `direction`."""
-    from goalledger.core.model import as_decimal
-
     require(direction in DIRECTIONS, "direction", f"must be one of {', '.join(DIRECTIONS)}")
     if direction == "target_band":
         green_low, green_high = _pair(green, "thresholds.green")
@@ -115,8 +115,6 @@ def thresholds_for(direction: str, green: Any, amber: Any) -> Thresholds:
 
 
 def _pair(value: Any, field: str) -> tuple[Decimal, Decimal]:
-    from goalledger.core.model import as_decimal
-
     require(
         isinstance(value, (list, tuple)) and len(value) == 2,
         field,
@@ -228,6 +226,7 @@ class Kpi(LedgerAggregate):
         """Define a KPI."""
         require(direction in DIRECTIONS, "direction", f"must be one of {', '.join(DIRECTIONS)}")
         require(frequency in FREQUENCIES, "frequency", f"must be one of {', '.join(FREQUENCIES)}")
+        target = optional_decimal(target, "target")
         return cls._create(
             cls.Defined,
             id=uuid4(),
@@ -262,7 +261,7 @@ class Kpi(LedgerAggregate):
             self.Changed,
             name=self.name if name is None else non_blank(name, "name", max_length=200),
             unit=self.unit if unit is None else unit.strip()[:50],
-            target=self.target if target is None else target,
+            target=self.target if target is None else as_decimal(target, "target"),
             frequency=self.frequency if frequency is None else frequency,
             actor=actor,
             reason=reason,
@@ -367,7 +366,7 @@ class Reading(LedgerAggregate):
             id=reading_key(kpi_id, reading_id),
             kpi_id=kpi_id,
             reading_id=reading_id,
-            value=value,
+            value=as_decimal(value, "value"),
             observed_at=effective_time(observed_at, "observed_at"),
             source=non_blank(source, "source", max_length=200),
             actor=actor,
@@ -399,7 +398,7 @@ class Reading(LedgerAggregate):
             actor=actor,
             kpi_id=kpi_id,
             reading_id=reading_id,
-            value=value,
+            value=as_decimal(value, "value"),
             observed_at=effective_time(observed_at, "observed_at"),
             source=source,
         )
@@ -407,6 +406,7 @@ class Reading(LedgerAggregate):
     def correct(self, *, value: Decimal, reason: str, actor: str) -> None:
         """Supersede the value; a reason is required."""
         require(bool(reason and reason.strip()), "reason", "is required for a correction")
+        value = as_decimal(value, "value")
         if value == self.value:
             raise DomainError("value", "is already the reading's value")
         self.trigger_event(self.Corrected, value=value, reason=reason.strip(), actor=actor)

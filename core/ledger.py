@@ -7,7 +7,7 @@ and the plugins call; each returns where its events landed in that log.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -292,6 +292,36 @@ class Ledger(Application[UUID]):
             )
         )
 
+    def revise_objective(
+        self,
+        objective_id: UUID,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        edits: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        parents: tuple[UUID | None, UUID | None] | None = None,
+        effective_at: datetime | None = None,
+    ) -> Written:
+        """Re-align, re-word and/or change the status of an objective, all recorded in one
+        save or none at all. `parents` is (parent objective, parent key result)."""
+        objective = self._change(objective_id, Objective, expected_version)
+        if parents is not None:
+            self._check_parent(objective_id, *parents)
+            objective.align(
+                parent_objective_id=parents[0],
+                parent_key_result_id=parents[1],
+                effective_at=effective_at,
+                actor=actor,
+                reason=reason,
+            )
+        if edits:
+            objective.edit(**edits, actor=actor, reason=reason)
+        if status is not None:
+            objective.change_status(status=status, actor=actor, reason=reason)
+        return self._written(objective)
+
     def edit_objective(
         self,
         objective_id: UUID,
@@ -299,16 +329,13 @@ class Ledger(Application[UUID]):
         actor: str,
         reason: str | None = None,
         expected_version: int | None = None,
-        title: str | None = None,
-        description: str | None = None,
-        owner: str | None = None,
+        **edits: Any,
     ) -> Written:
-        """Change an objective's wording or owner."""
-        objective = self._change(objective_id, Objective, expected_version)
-        objective.edit(
-            title=title, description=description, owner=owner, actor=actor, reason=reason
-        )
-        return self._written(objective)
+        """Change an objective's title, description or owner."""
+        return self.revise_objective(
+            objective_id, actor=actor, reason=reason, expected_version=expected_version,
+            edits=edits,
+        )  # fmt: skip
 
     def align_objective(
         self,
@@ -322,16 +349,10 @@ class Ledger(Application[UUID]):
         expected_version: int | None = None,
     ) -> Written:
         """Re-align an objective; refuses a parent that would make a loop."""
-        objective = self._change(objective_id, Objective, expected_version)
-        self._check_parent(objective_id, parent_objective_id, parent_key_result_id)
-        objective.align(
-            parent_objective_id=parent_objective_id,
-            parent_key_result_id=parent_key_result_id,
-            effective_at=effective_at,
-            actor=actor,
-            reason=reason,
-        )
-        return self._written(objective)
+        return self.revise_objective(
+            objective_id, actor=actor, reason=reason, expected_version=expected_version,
+            parents=(parent_objective_id, parent_key_result_id), effective_at=effective_at,
+        )  # fmt: skip
 
     def change_objective_status(
         self,
@@ -343,9 +364,10 @@ class Ledger(Application[UUID]):
         expected_version: int | None = None,
     ) -> Written:
         """Move an objective to another status."""
-        objective = self._change(objective_id, Objective, expected_version)
-        objective.change_status(status=status, actor=actor, reason=reason)
-        return self._written(objective)
+        return self.revise_objective(
+            objective_id, actor=actor, reason=reason, expected_version=expected_version,
+            status=status,
+        )  # fmt: skip
 
     def _check_parent(
         self,
@@ -464,13 +486,46 @@ class Ledger(Application[UUID]):
             )
         )
 
+    def revise_kpi(
+        self,
+        kpi_id: UUID,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        changes: Mapping[str, Any] | None = None,
+        thresholds: Thresholds | None = None,
+        effective_from: datetime | None = None,
+    ) -> Written:
+        """Change a KPI's description and/or its thresholds (from `effective_from` on),
+        recorded in one save or none at all."""
+        kpi = self._change(kpi_id, Kpi, expected_version)
+        if changes:
+            kpi.change(actor=actor, reason=reason, **changes)
+        if thresholds is not None:
+            require(effective_from is not None, "effective_from", "comes with new thresholds")
+            assert effective_from is not None
+            kpi.change_thresholds(
+                thresholds=thresholds, effective_from=effective_from, actor=actor, reason=reason
+            )
+        elif effective_from is not None:
+            raise DomainError("effective_from", "applies only to a change of thresholds")
+        return self._written(kpi)
+
     def change_kpi(
-        self, kpi_id: UUID, *, actor: str, expected_version: int | None = None, **changes: Any
+        self,
+        kpi_id: UUID,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected_version: int | None = None,
+        **changes: Any,
     ) -> Written:
         """Change a KPI's name, unit, target or frequency."""
-        kpi = self._change(kpi_id, Kpi, expected_version)
-        kpi.change(actor=actor, **changes)
-        return self._written(kpi)
+        return self.revise_kpi(
+            kpi_id, actor=actor, reason=reason, expected_version=expected_version,
+            changes=changes,
+        )  # fmt: skip
 
     def change_kpi_thresholds(
         self,
@@ -483,11 +538,10 @@ class Ledger(Application[UUID]):
         expected_version: int | None = None,
     ) -> Written:
         """New health thresholds for a KPI from `effective_from` on."""
-        kpi = self._change(kpi_id, Kpi, expected_version)
-        kpi.change_thresholds(
-            thresholds=thresholds, effective_from=effective_from, actor=actor, reason=reason
-        )
-        return self._written(kpi)
+        return self.revise_kpi(
+            kpi_id, actor=actor, reason=reason, expected_version=expected_version,
+            thresholds=thresholds, effective_from=effective_from,
+        )  # fmt: skip
 
     def bind_kpi_source(
         self,

@@ -10,7 +10,14 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from goalledger.core.errors import DomainError, require
-from goalledger.core.model import LedgerAggregate, aware, non_blank, utc_now
+from goalledger.core.model import (
+    LedgerAggregate,
+    as_decimal,
+    aware,
+    non_blank,
+    optional_decimal,
+    utc_now,
+)
 
 OBJECTIVE_KINDS = ("committed", "aspirational")
 OBJECTIVE_STATUSES = ("draft", "active", "closed", "archived")
@@ -320,6 +327,10 @@ class KeyResult(LedgerAggregate):
     ) -> KeyResult:
         """Define a key result; which of start/target/band are needed depends on `kind`."""
         require(kind in KEY_RESULT_KINDS, "kind", f"must be one of {', '.join(KEY_RESULT_KINDS)}")
+        start, target = optional_decimal(start, "start"), optional_decimal(target, "target")
+        band_low = optional_decimal(band_low, "band_low")
+        band_high = optional_decimal(band_high, "band_high")
+        weight = as_decimal(weight, "weight")
         _check_shape(kind, start, target, band_low, band_high)
         _check_weight(weight)
         steps = [
@@ -360,10 +371,10 @@ class KeyResult(LedgerAggregate):
     ) -> None:
         """Change the target, band or weight; a reason is required for the audit trail."""
         require(bool(reason and reason.strip()), "reason", "is required when a target changes")
-        target = self.target if target is None else target
-        band_low = self.band_low if band_low is None else band_low
-        band_high = self.band_high if band_high is None else band_high
-        weight = self.weight if weight is None else weight
+        target = self.target if target is None else as_decimal(target, "target")
+        band_low = self.band_low if band_low is None else as_decimal(band_low, "band_low")
+        band_high = self.band_high if band_high is None else as_decimal(band_high, "band_high")
+        weight = self.weight if weight is None else as_decimal(weight, "weight")
         _check_shape(self.kind, self.start, target, band_low, band_high)
         _check_weight(weight)
         self.trigger_event(
@@ -389,6 +400,8 @@ class KeyResult(LedgerAggregate):
         actor: str,
     ) -> None:
         """Record progress; milestones take `done`/`steps_done`, the others a `value`."""
+        value = optional_decimal(value, "value")
+        confidence = optional_decimal(confidence, "confidence")
         if self.kind == "milestone":
             require(value is None, "value", "a milestone is checked in with done or steps_done")
             require(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
 from typing import NamedTuple
@@ -352,3 +352,52 @@ def test_a_source_binding_round_trips(ledger) -> None:
     assert stored.source == SourceBinding(plugin="csv", config={"path": "a.csv"})
     events = [event for _, event in ledger.read_events() if event.originator_id == kpi.id]
     assert events[0].source.config == {"url": "http://127.0.0.1/x", "n": 2}
+
+
+def test_several_objective_changes_are_recorded_together_or_not_at_all(ledger) -> None:
+    from goalledger.core.errors import DomainError
+    from goalledger.core.objectives import Objective
+
+    cycle = ledger.define_cycle(
+        name="Q", starts_on=date(2026, 1, 1), ends_on=date(2026, 3, 31), actor="t"
+    )
+    team = ledger.form_team(name="Ops", actor="t")
+    objective = ledger.define_objective(
+        title="Old", cycle_id=cycle.id, team_id=team.id, owner="o", kind="committed", actor="t"
+    )
+    head = ledger.head_position()
+    with pytest.raises(DomainError) as refused:
+        ledger.revise_objective(
+            objective.id, actor="t", edits={"title": "New"}, status="no-such-status"
+        )
+    assert refused.value.field == "status"
+    assert ledger.head_position() == head
+    written = ledger.revise_objective(
+        objective.id, actor="t", reason="scope", edits={"title": "New"}, status="closed"
+    )
+    stored = ledger.load(objective.id, Objective)
+    assert (stored.title, stored.status, stored.version) == ("New", "closed", 3)
+    assert written.version == 3
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "sNaN"])
+def test_non_finite_numbers_are_refused_everywhere(ledger, value: str) -> None:
+    from decimal import Decimal
+
+    from goalledger.core.errors import DomainError
+    from goalledger.core.kpis import thresholds_for
+    from goalledger.core.ledger import ReadingInput
+
+    kpi = ledger.define_kpi(
+        name="K", direction="higher_is_better", frequency="daily", actor="t",
+        thresholds=thresholds_for("higher_is_better", 2, 1),
+    )  # fmt: skip
+    head = ledger.head_position()
+    bad = Decimal(value)
+    with pytest.raises(DomainError, match="finite"):
+        ledger.record_readings(
+            [ReadingInput(kpi.id, "r", bad, datetime.now(UTC))], source="t", actor="t"
+        )
+    with pytest.raises(DomainError, match="finite"):
+        ledger.change_kpi(kpi.id, target=bad, actor="t")
+    assert ledger.head_position() == head
