@@ -1,26 +1,36 @@
-"""The composition root: the one place that wires settings, ledger, projector and queries."""
+"""The composition root: the one place that wires settings, ledger, projector, plugins
+and queries."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from goalledger.core.ledger import Ledger
-from goalledger.core.scoring import BUILTIN_RULES
 from goalledger.core.settings import Settings
+from goalledger.plugins.delivery import Sender
+from goalledger.plugins.fetch import SourceRunner
+from goalledger.plugins.manager import PluginRegistry, enabled_from_env, load_plugins
+from goalledger.plugins.scheduler import Scheduler
 from goalledger.projections.projector import Projector
 from goalledger.projections.queries import Views
 from goalledger.projections.store import ViewStore, open_view_store
 
 
 class System:
-    """A whole goalledger: ledger, read models, projector and queries, built together."""
+    """A whole goalledger: ledger, read models, projector, plugins and queries, built
+    together. `plugins` defaults to the built-ins plus the installed entry points that
+    `GOALLEDGER_PLUGINS` allows."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, plugins: PluginRegistry | None = None) -> None:
         self.settings = settings
+        self.plugins = plugins if plugins is not None else load_plugins(enabled_from_env())
         self.ledger = Ledger(settings)
         self.store: ViewStore = open_view_store(settings)
         self.projector = Projector(self.ledger, self.store)
-        self.queries = Views(self.store, rules={rule.id: rule for rule in BUILTIN_RULES})
+        self.sources = SourceRunner(self.ledger, self.plugins)
+        self.sender = Sender(self.plugins)
+        self.scheduler = Scheduler(self.ledger, self.sources)  # started by serve/worker
+        self.queries = Views(self.store, rules=self.plugins.rules)
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Bring the read models up to the ledger's head; returns events applied."""
@@ -28,6 +38,7 @@ class System:
 
     def close(self) -> None:
         """Stop the projector and release every connection."""
+        self.scheduler.stop()
         self.projector.stop()
         self.store.close()
         self.ledger.close()
@@ -39,6 +50,6 @@ class System:
         self.close()
 
 
-def bootstrap(settings: Settings | None = None) -> System:
+def bootstrap(settings: Settings | None = None, plugins: PluginRegistry | None = None) -> System:
     """Build a whole system from settings (default: the `GOALLEDGER_*` environment)."""
-    return System(settings or Settings.from_env())
+    return System(settings or Settings.from_env(), plugins)

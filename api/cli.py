@@ -15,6 +15,9 @@ import click
 import msgspec
 from rich.console import Console
 
+from goalledger.api.cli_audit import audit
+from goalledger.api.cli_plugins import plugins
+from goalledger.api.cli_serve import serve
 from goalledger.api.clikit import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -234,6 +237,11 @@ def scoreboard(
         click.echo(msgspec.json.encode(board).decode())
     else:
         render_scoreboard(board, Console())
+
+
+goalledger.add_command(audit)
+goalledger.add_command(plugins)
+goalledger.add_command(serve)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ and the plugins call; each returns where its events landed in that log.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -36,6 +37,15 @@ A = TypeVar("A", bound=LedgerAggregate)
 READING_CHUNK = 5000
 # Deepest parent chain we follow when checking an alignment for a loop.
 MAX_ALIGNMENT_DEPTH = 64
+
+
+class Unchanged(enum.Enum):
+    """Marks an optional argument that was not given (None has a meaning of its own)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
 
 
 class Written(msgspec.Struct, frozen=True):
@@ -496,10 +506,13 @@ class Ledger(Application[UUID]):
         changes: Mapping[str, Any] | None = None,
         thresholds: Thresholds | None = None,
         effective_from: datetime | None = None,
+        source: SourceBinding | Unchanged | None = UNCHANGED,
     ) -> Written:
-        """Change a KPI's description and/or its thresholds (from `effective_from` on),
-        recorded in one save or none at all."""
+        """Change a KPI's description, its thresholds (from `effective_from` on) and/or
+        its metric source (None unbinds), recorded in one save or none at all."""
         kpi = self._change(kpi_id, Kpi, expected_version)
+        if not isinstance(source, Unchanged):
+            kpi.bind_source(source=source, actor=actor, reason=reason)
         if changes:
             kpi.change(actor=actor, reason=reason, **changes)
         if thresholds is not None:

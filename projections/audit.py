@@ -13,6 +13,9 @@ from goalledger.core.ledger import Ledger
 from goalledger.projections.queries import Views
 from goalledger.projections.schema import from_ts
 
+# Fields nobody reading history should see (a token's secret hash): shown as redacted.
+REDACTED_FIELDS = frozenset({"secret_hash"})
+REDACTED = "[redacted]"
 # Event attributes that describe the event rather than the aggregate's fields.
 _META = frozenset(
     {"originator_id", "originator_version", "originator_topic", "timestamp", "actor", "reason"}
@@ -63,6 +66,8 @@ def aggregate_history(ledger: Ledger, views: Views, aggregate_id: UUID) -> list[
         fields = {k: v for k, v in vars(event).items() if k not in _META}
         changes = [
             FieldChange(field=name, before=state.get(name), after=value)
+            if name not in REDACTED_FIELDS
+            else FieldChange(field=name, before=REDACTED, after=REDACTED)
             for name, value in fields.items()
             if state.get(name) != value
         ]

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from goalledger.core.ledger import Ledger
-from goalledger.projections import schema
+from goalledger.projections import chain, schema
 from goalledger.projections.store import Tx, ViewStore
 from goalledger.projections.views import ViewWriter
 
@@ -88,6 +88,7 @@ class Projector:
                 generation = schema.next_generation(tx)
                 schema.create_generation(tx, generation)
                 schema.make_live(tx, generation)
+            chain.ensure_table(tx, self._generation(tx))  # generations older than the chain
 
     def _generation(self, tx: Tx) -> int:
         if self._fixed_generation is not None:
@@ -123,6 +124,7 @@ class Projector:
                         raise _Unapplied(position, topic, error) from error
                 try:
                     writer.flush()
+                    chain.extend(tx, generation, rows, start, self.ledger)
                 except Exception as error:
                     raise _Unapplied(rows[-1][0], "batch", error) from error
                 tx.execute(

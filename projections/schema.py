@@ -86,6 +86,8 @@ TABLES = {
         " observed_at BIGINT NOT NULL, recorded_at BIGINT NOT NULL, source TEXT NOT NULL,"
         " superseded_by BIGINT"
     ),
+    # The hash chain over the log (projections/chain.py): one link per applied event.
+    "chain": "position BIGINT PRIMARY KEY, hash TEXT NOT NULL",
 }
 # Indexes for queries. A rebuild creates them after its bulk load (much faster than
 # maintaining them row by row); PROJECTION_INDEXES are those the projector itself reads.
@@ -137,6 +139,10 @@ def live_generation(tx: Tx) -> int | None:
 def create_generation(tx: Tx, generation: int, *, query_indexes: bool = True) -> None:
     """Create every read-model table of `generation`, empty, with tracking at 0."""
     for name, columns in TABLES.items():
+        if not tx.postgres:
+            # SQLite stores an INTEGER PRIMARY KEY as the rowid itself; BIGINT would add
+            # a second index that every insert must maintain.
+            columns = columns.replace("BIGINT PRIMARY KEY", "INTEGER PRIMARY KEY")
         tx.execute(f"CREATE TABLE IF NOT EXISTS {table(generation, name)} ({columns})")
     create_indexes(tx, generation, only=None if query_indexes else PROJECTION_INDEXES)
     if tx.scalar(f"SELECT count(*) FROM {table(generation, 'tracking')}") == 0:

@@ -52,6 +52,11 @@ class Tx:
         self._cursor = cursor
         self._rewrite = rewrite
 
+    @property
+    def postgres(self) -> bool:
+        """Whether this transaction runs on PostgreSQL (else SQLite)."""
+        return self._rewrite
+
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._rewrite else sql
 

@@ -31,6 +31,6 @@ def test_the_wheel_holds_only_the_goalledger_package(tmp_path: Path) -> None:
     assert "goalledger/core/ledger.py" in names
     assert not any(name.startswith("tests/") for name in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "goalledger = goalledger.api.cli:main" in zipfile.ZipFile(wheel).read(
-        entry_points
-    ).decode()
+    assert (
+        "goalledger = goalledger.api.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    )

@@ -1,0 +1,97 @@
+"""The HTTP application: `create_app(system)` wires routes, auth, errors and conventions."""
+
+from __future__ import annotations
+
+from litestar import Litestar, Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
+
+from goalledger.api.auth import Authenticator
+from goalledger.api.bootstrap import System
+from goalledger.api.http_conventions import dependencies
+from goalledger.api.http_idempotency import IdempotencyMiddleware, IdempotencyStore
+from goalledger.api.http_json import JsonResponse
+from goalledger.api.problems import EXCEPTION_HANDLERS
+from goalledger.api.routes_audit import AuditController
+from goalledger.api.routes_key_results import KeyResultController
+from goalledger.api.routes_kpis import KpiController, ReadingBatchController
+from goalledger.api.routes_objectives import ObjectiveController
+from goalledger.api.routes_ops import OPS_ROUTES, LedgerMetrics
+from goalledger.api.routes_org import CycleController, TeamController
+from goalledger.api.routes_plugins import PluginController, SourceFetchController
+from goalledger.api.routes_reads import ReadController
+from goalledger.api.routes_stream import event_stream
+from goalledger.api.routes_tokens import TokenController
+
+API_VERSION = "1.0.0"
+ROUTES = [
+    CycleController,
+    TeamController,
+    ObjectiveController,
+    KeyResultController,
+    KpiController,
+    SourceFetchController,
+    ReadingBatchController,
+    PluginController,
+    ReadController,
+    TokenController,
+    AuditController,
+    event_stream,
+    *OPS_ROUTES,
+]
+
+
+def create_app(system: System, *, debug: bool = False) -> Litestar:
+    """The goalledger API over one system (ledger, read models, projector, queries)."""
+    authenticator = Authenticator(system.ledger)
+    idempotency = IdempotencyStore(system.store)
+    idempotency.setup()
+    metrics = LedgerMetrics(system)
+
+    async def wake_projector(request: Request) -> None:
+        # A write just landed: let the embedded projector pick it up without polling delay.
+        if request.method != "GET":
+            system.projector.notify()
+
+    openapi = OpenAPIConfig(
+        title="goalledger",
+        version=API_VERSION,
+        description="Event-sourced OKR and KPI ledger: the v1 HTTP API.",
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin()],
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(type="http", scheme="bearer", description="API token")
+            }
+        ),
+        security=[{"bearer": []}],
+    )
+    prometheus = PrometheusConfig(
+        app_name="goalledger",
+        prefix="goalledger_http",
+        group_path=True,
+        exclude=["/metrics"],
+        exclude_unhandled_paths=True,
+    )
+    return Litestar(
+        route_handlers=ROUTES,
+        dependencies={
+            **dependencies(system),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
+            "authenticator": Provide(lambda: authenticator, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[
+            prometheus.middleware,
+            IdempotencyMiddleware.define(idempotency, authenticator),
+        ],
+        response_class=JsonResponse,
+        openapi_config=openapi,
+        after_response=wake_projector,
+        state=State({"system": system, "authenticator": authenticator}),
+        debug=debug,
+    )

@@ -1,0 +1,102 @@
+"""`goalledger serve`: the HTTP API on uvicorn, with the projector embedded by default."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from datetime import UTC, datetime
+
+import click
+import uvicorn
+from rich.console import Console
+
+from goalledger.api.clikit import Cli, event_progress
+
+STREAM_GRACE_SECONDS = 3
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="GOALLEDGER_HOST")
+@click.option("--port", default=8000, show_default=True, type=int, envvar="GOALLEDGER_PORT")
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="On an empty ledger: load the demo organisation and print an admin token.",
+)
+@click.option(
+    "--projector/--no-projector",
+    default=True,
+    show_default=True,
+    help="Run the projector in this process (turn off when a separate worker runs it).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+@click.pass_obj
+def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level: str) -> None:
+    """Serve the HTTP API until Ctrl-C or SIGTERM."""
+    from goalledger.api.app import create_app
+    from goalledger.api.bootstrap import bootstrap
+    from goalledger.api.demo import load_demo
+
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    settings = cli.settings()
+    with bootstrap(settings) as system:
+        admin_secret = None
+        if demo and system.ledger.is_empty():
+            with event_progress(Console(stderr=True), "Loading demo") as progress:
+                load_demo(
+                    system.ledger, today=datetime.now(UTC).date(), actor=cli.actor,
+                    progress=progress,
+                )  # fmt: skip
+            _, admin_secret = system.ledger.issue_token(
+                name="demo admin", role="admin", actor=cli.actor
+            )
+        elif demo:
+            click.echo(
+                "The ledger already holds events: the demo was not loaded "
+                "(issue a token with 'goalledger tokens create --role admin').",
+                err=True,
+            )
+        if projector:
+            system.projector.start()
+            system.scheduler.start()  # polls bound metric sources at their frequency
+        app = create_app(system)
+        url = f"http://{_display_host(host)}:{port}"
+        click.echo(f"goalledger API on {url} ({settings.storage().describe()})")
+        click.echo(f"API docs: {url}/schema  ·  OpenAPI: {url}/schema/openapi.json")
+        if admin_secret is not None:
+            click.echo("Admin token (shown once; send it as 'Authorization: Bearer <token>'):")
+            click.echo(admin_secret)
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
+            # Event streams never end by themselves: give them this long, then close them.
+            timeout_graceful_shutdown=STREAM_GRACE_SECONDS,
+        )  # fmt: skip
+        _run_until_stopped(uvicorn.Server(config))
+    click.echo("goalledger API stopped.")
+
+
+def _run_until_stopped(server: uvicorn.Server) -> None:
+    """Run until Ctrl-C or SIGTERM, then shut down gracefully and return normally.
+
+    uvicorn re-raises the signal it caught once it has shut down, to the handler it
+    found on entry; that handler is this one, so the command ends with exit status 0
+    after closing the ledger, rather than dying by the signal.
+    """
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _display_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host

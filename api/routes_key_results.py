@@ -1,0 +1,211 @@
+"""Key results: read, change targets (with a reason), check in, and the check-in history."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+import msgspec
+from litestar import Controller, get, patch, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
+
+from goalledger.api.auth import Principal, TeamScope, requires
+from goalledger.api.bootstrap import System
+from goalledger.api.http_conventions import (
+    AwareDatetime,
+    IfMatch,
+    aggregate_response,
+    preconditions,
+)
+from goalledger.api.http_json import Body, JsonResponse
+from goalledger.api.http_reads import CheckInOut, check_ins
+from goalledger.api.pagination import Cursor, Limit, Page, decode_cursor, page
+from goalledger.api.problems import problem_responses
+from goalledger.core.errors import Conflict
+from goalledger.core.objectives import KeyResult
+
+CHECK_IN_ATTEMPTS = 3
+
+
+class KeyResultIn(Body):
+    """A key result to define; which figures it needs depends on `kind`."""
+
+    title: str
+    kind: str
+    start: Decimal | None = None
+    target: Decimal | None = None
+    band_low: Decimal | None = None
+    band_high: Decimal | None = None
+    unit: str | None = None
+    weight: Decimal | None = None
+    owner: str | None = None
+    kpi_id: UUID | None = None
+    steps: list[str] | None = None
+    effective_at: AwareDatetime | None = None
+
+
+class KeyResultPatch(Body):
+    """A new target, band or weight from `effective_at` on; `reason` is required."""
+
+    reason: str
+    target: Decimal | None = None
+    band_low: Decimal | None = None
+    band_high: Decimal | None = None
+    weight: Decimal | None = None
+    effective_at: AwareDatetime | None = None
+
+
+class CheckInIn(Body):
+    """A check-in: `value` (or `done`/`steps_done` for a milestone), confidence, note."""
+
+    value: Decimal | None = None
+    done: bool | None = None
+    steps_done: int | None = None
+    confidence: Decimal | None = None
+    note: str = ""
+    effective_at: AwareDatetime | None = None
+
+
+class KeyResultOut(msgspec.Struct, frozen=True):
+    """A key result as the ledger holds it."""
+
+    id: UUID
+    objective_id: UUID
+    cycle_id: UUID
+    team_id: UUID
+    title: str
+    kind: str
+    start: Decimal | None
+    target: Decimal | None
+    band_low: Decimal | None
+    band_high: Decimal | None
+    unit: str
+    weight: Decimal
+    owner: str
+    kpi_id: UUID | None
+    steps: list[str]
+    check_ins: int
+    version: int
+
+
+class CheckInWritten(msgspec.Struct, frozen=True):
+    """Where a check-in landed."""
+
+    key_result_id: UUID
+    version: int
+    position: int
+
+
+def key_result_out(kr: KeyResult) -> KeyResultOut:
+    """A key result aggregate as the API shows it."""
+    return KeyResultOut(
+        id=kr.id, objective_id=kr.objective_id, cycle_id=kr.cycle_id, team_id=kr.team_id,
+        title=kr.title, kind=kr.kind, start=kr.start, target=kr.target, band_low=kr.band_low,
+        band_high=kr.band_high, unit=kr.unit, weight=kr.weight, owner=kr.owner,
+        kpi_id=kr.kpi_id, steps=list(kr.steps), check_ins=kr.check_ins, version=kr.version,
+    )  # fmt: skip
+
+
+class KeyResultController(Controller):
+    """Key results and their check-ins."""
+
+    path = "/v1/key-results"
+    tags = ("key results",)
+
+    @get(
+        "/{key_result_id:uuid}", operation_id="getKeyResult", guards=[requires("read")],
+        sync_to_thread=True, responses=problem_responses(404, 503),
+    )  # fmt: skip
+    def get_key_result(
+        self,
+        system: NamedDependency[System],
+        access: NamedDependency[TeamScope],
+        consistency: NamedDependency[int | None],
+        key_result_id: FromPath[UUID],
+    ) -> JsonResponse[KeyResultOut]:
+        """One key result."""
+        kr = system.ledger.load(key_result_id, KeyResult, "key_result_id")
+        access.check_read(kr.team_id, "this key result")
+        return aggregate_response(key_result_out(kr), kr.version)
+
+    @patch(
+        "/{key_result_id:uuid}", operation_id="changeKeyResultTarget",
+        guards=[requires("manage")], sync_to_thread=True,
+        responses=problem_responses(404, 409, 412, 422),
+    )  # fmt: skip
+    def change_target(
+        self,
+        system: NamedDependency[System],
+        principal: NamedDependency[Principal],
+        access: NamedDependency[TeamScope],
+        key_result_id: FromPath[UUID],
+        data: JSONBody[KeyResultPatch],
+        if_match: IfMatch = None,
+    ) -> JsonResponse[KeyResultOut]:
+        """Change the target, band or weight from `effective_at` on, with a reason."""
+        kr = system.ledger.load(key_result_id, KeyResult, "key_result_id")
+        access.check_write(kr.team_id, "this key result")
+        with preconditions(if_match) as expected:
+            written = system.ledger.change_key_result_target(
+                key_result_id, actor=principal.actor, reason=data.reason,
+                expected_version=kr.version if expected is None else expected,
+                target=data.target, band_low=data.band_low, band_high=data.band_high,
+                weight=data.weight, effective_at=data.effective_at,
+            )  # fmt: skip
+        kr = system.ledger.load(key_result_id, KeyResult)
+        return aggregate_response(key_result_out(kr), kr.version, position=written.position)
+
+    @post(
+        "/{key_result_id:uuid}/check-ins", operation_id="checkIn",
+        guards=[requires("contribute")], sync_to_thread=True,
+        responses=problem_responses(404, 409, 412, 422),
+    )  # fmt: skip
+    def check_in(
+        self,
+        system: NamedDependency[System],
+        principal: NamedDependency[Principal],
+        access: NamedDependency[TeamScope],
+        key_result_id: FromPath[UUID],
+        data: JSONBody[CheckInIn],
+        if_match: IfMatch = None,
+    ) -> JsonResponse[CheckInWritten]:
+        """Check in a key result's value (or done flag), confidence and note."""
+        if access.team_id is not None:  # unscoped tokens skip the extra load
+            kr = system.ledger.load(key_result_id, KeyResult, "key_result_id")
+            access.check_write(kr.team_id, "this key result")
+        fields = msgspec.structs.asdict(data)
+        with preconditions(if_match) as expected:
+            for attempt in range(CHECK_IN_ATTEMPTS):
+                try:
+                    written = system.ledger.check_in(
+                        key_result_id, actor=principal.actor, expected_version=expected, **fields
+                    )
+                    break
+                except Conflict:
+                    # A check-in appends; without If-Match, losing a race to another
+                    # check-in is no reason to fail: try again on the new version.
+                    if expected is not None or attempt == CHECK_IN_ATTEMPTS - 1:
+                        raise
+        body = CheckInWritten(written.id, written.version, written.position)
+        return aggregate_response(body, written.version, status_code=201, position=written.position)
+
+    @get(
+        "/{key_result_id:uuid}/check-ins", operation_id="listCheckIns",
+        guards=[requires("read")], sync_to_thread=True, responses=problem_responses(404, 503),
+    )  # fmt: skip
+    def list_check_ins(
+        self,
+        system: NamedDependency[System],
+        access: NamedDependency[TeamScope],
+        consistency: NamedDependency[int | None],
+        key_result_id: FromPath[UUID],
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> Page[CheckInOut]:
+        """A key result's full check-in history, in recorded order."""
+        kr = system.ledger.load(key_result_id, KeyResult, "key_result_id")
+        access.check_read(kr.team_id, "this key result")
+        after = decode_cursor(cursor, int) or 0
+        items = check_ins(system, key_result_id, after, limit + 1)
+        return page(items, limit, lambda c: c.position)
