@@ -1,22 +1,16 @@
 # goalledger: `make demo` to see it work, `make test` to check it. POSIX make.
+# `make demo PORT=9000` serves elsewhere.
 .POSIX:
 
 PYTHON = python3
 VENV = .venv
 VPY = $(VENV)/bin/python
 DATABASE_URL = sqlite:///data/goalledger.db
-# `make demo FORCE=1` loads the demo into a ledger that already holds events.
-FORCE =
+PORT = 8000
 
 demo: $(VENV)/.installed
-	@force=; if [ -n "$(FORCE)" ]; then force=--force; fi; \
-	if $(VENV)/bin/goalledger --database-url "$(DATABASE_URL)" demo $$force; then \
-		echo; \
-		echo "The ledger above is $(DATABASE_URL); try: $(VENV)/bin/goalledger --help"; \
-	else \
-		echo "make demo: failed (make demo FORCE=1 adds another copy; rm -rf data starts afresh)" >&2; \
-		exit 1; \
-	fi
+	@echo "Starting goalledger on $(DATABASE_URL) (Ctrl-C stops it; 'rm -rf data' starts afresh)."
+	$(VENV)/bin/goalledger --database-url "$(DATABASE_URL)" serve --demo --port $(PORT)
 
 test: $(VENV)/.installed-test
 	$(VPY) -m ruff check .

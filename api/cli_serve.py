@@ -21,7 +21,7 @@ STREAM_GRACE_SECONDS = 3
 @click.option(
     "--demo",
     is_flag=True,
-    help="On an empty ledger: load the demo organisation and print an admin token.",
+    help="Load the demo organisation into an empty ledger; print an admin token.",
 )
 @click.option(
     "--projector/--no-projector",
@@ -41,25 +41,28 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
     from goalledger.api.app import create_app
     from goalledger.api.bootstrap import bootstrap
     from goalledger.api.demo import load_demo
+    from goalledger.api.render import render_scoreboard
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = cli.settings()
     with bootstrap(settings) as system:
         admin_secret = None
-        if demo and system.ledger.is_empty():
-            with event_progress(Console(stderr=True), "Loading demo") as progress:
-                load_demo(
-                    system.ledger, today=datetime.now(UTC).date(), actor=cli.actor,
-                    progress=progress,
-                )  # fmt: skip
+        if demo:
+            if system.ledger.is_empty():
+                with event_progress(Console(stderr=True), "Loading demo") as progress:
+                    summary = load_demo(
+                        system.ledger, today=datetime.now(UTC).date(), actor=cli.actor,
+                        progress=progress,
+                    )  # fmt: skip
+                with event_progress(Console(stderr=True), "Projecting") as progress:
+                    system.catch_up(progress=progress)
+                render_scoreboard(system.queries.scoreboard(cycle_id=summary.cycle_id), Console())
+            else:
+                click.echo("The ledger already holds events: the demo was not loaded again.")
+            # A demo server hands out an admin token on every start, so a reader can try
+            # the API at once; a real deployment issues tokens with `goalledger tokens`.
             _, admin_secret = system.ledger.issue_token(
                 name="demo admin", role="admin", actor=cli.actor
-            )
-        elif demo:
-            click.echo(
-                "The ledger already holds events: the demo was not loaded "
-                "(issue a token with 'goalledger tokens create --role admin').",
-                err=True,
             )
         if projector:
             system.projector.start()
