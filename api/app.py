@@ -17,6 +17,7 @@ from goalledger.api.http_idempotency import IdempotencyMiddleware, IdempotencySt
 from goalledger.api.http_json import JsonResponse
 from goalledger.api.problems import EXCEPTION_HANDLERS
 from goalledger.api.routes_audit import AuditController
+from goalledger.api.routes_chain import ChainController
 from goalledger.api.routes_key_results import KeyResultController
 from goalledger.api.routes_kpis import KpiController, ReadingBatchController
 from goalledger.api.routes_objectives import ObjectiveController
@@ -40,6 +41,7 @@ ROUTES = [
     ReadController,
     TokenController,
     AuditController,
+    ChainController,
     event_stream,
     *OPS_ROUTES,
 ]
