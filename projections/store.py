@@ -82,6 +82,9 @@ class Tx:
         return None if row is None else row[0]
 
 
+VIEW_CACHE_KIB = 64 * 1024  # per connection; bounded, so memory stays flat
+
+
 class SQLiteViewStore(ViewStore):
     """Read models in their own SQLite file, so projection writes never block appends.
 
@@ -106,6 +109,9 @@ class SQLiteViewStore(ViewStore):
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
+            # A rebuild inserts into indexes keyed by random ids (reading keys); with
+            # SQLite's 2 MB default cache that turns into disk reads past ~200k events.
+            connection.execute(f"PRAGMA cache_size=-{VIEW_CACHE_KIB}")
             connection.execute("PRAGMA foreign_keys=OFF")
             self._local.connection = connection
             with self._lock:
