@@ -16,6 +16,7 @@ from goalledger.api.http_conventions import dependencies
 from goalledger.api.http_idempotency import IdempotencyMiddleware, IdempotencyStore
 from goalledger.api.http_json import JsonResponse
 from goalledger.api.problems import EXCEPTION_HANDLERS
+from goalledger.api.routes_alerts import AlertController, SubscriptionController
 from goalledger.api.routes_audit import AuditController
 from goalledger.api.routes_chain import ChainController
 from goalledger.api.routes_key_results import KeyResultController
@@ -40,6 +41,8 @@ ROUTES = [
     PluginController,
     ReadController,
     TokenController,
+    AlertController,
+    SubscriptionController,
     AuditController,
     ChainController,
     event_stream,

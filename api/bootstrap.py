@@ -4,9 +4,12 @@ and queries."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
+from goalledger.core.kpis import SourceBinding
 from goalledger.core.ledger import Ledger
 from goalledger.core.settings import Settings
+from goalledger.core.subscriptions import Channel
 from goalledger.plugins.delivery import Sender
 from goalledger.plugins.fetch import SourceRunner
 from goalledger.plugins.manager import PluginRegistry, enabled_from_env, load_plugins
@@ -31,6 +34,12 @@ class System:
         self.sender = Sender(self.plugins)
         self.scheduler = Scheduler(self.ledger, self.sources)  # started by serve/worker
         self.queries = Views(self.store, rules=self.plugins.rules)
+
+    def redact(self, value: Any) -> Any:
+        """`value` fit for output: a plugin binding's secret config values masked."""
+        if isinstance(value, (SourceBinding, Channel)):
+            return self.plugins.redact(value)
+        return value
 
     def catch_up(self, progress: Callable[[int, int], None] | None = None) -> int:
         """Bring the read models up to the ledger's head; returns events applied."""

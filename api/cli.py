@@ -18,6 +18,7 @@ from rich.console import Console
 from goalledger.api.cli_audit import audit
 from goalledger.api.cli_plugins import plugins
 from goalledger.api.cli_serve import serve
+from goalledger.api.cli_worker import worker
 from goalledger.api.clikit import (
     EXIT_FAILED,
     EXIT_INVALID,
@@ -242,6 +243,7 @@ def scoreboard(
 goalledger.add_command(audit)
 goalledger.add_command(plugins)
 goalledger.add_command(serve)
+goalledger.add_command(worker)
 
 
 def main() -> None:

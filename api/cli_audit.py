@@ -246,7 +246,7 @@ def import_(cli: Cli, file: Path) -> None:
 def history(cli: Cli, aggregate_id: UUID, as_json: bool) -> None:
     """Every change to one aggregate: who, why, when (both times), field by field."""
     with _system(cli, catch_up=True) as system:
-        changes = aggregate_history(system.ledger, system.queries, aggregate_id)
+        changes = aggregate_history(system.ledger, system.queries, aggregate_id, system.redact)
     if as_json:
         click.echo(msgspec.json.encode(changes).decode())
     else:

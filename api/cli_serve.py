@@ -40,6 +40,7 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
     """Serve the HTTP API until Ctrl-C or SIGTERM."""
     from goalledger.api.app import create_app
     from goalledger.api.bootstrap import bootstrap
+    from goalledger.api.cli_worker import start_deliveries
     from goalledger.api.demo import load_demo
     from goalledger.api.render import render_scoreboard
 
@@ -64,9 +65,11 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
             _, admin_secret = system.ledger.issue_token(
                 name="demo admin", role="admin", actor=cli.actor
             )
+        deliveries = None
         if projector:
             system.projector.start()
             system.scheduler.start()  # polls bound metric sources at their frequency
+            deliveries = start_deliveries(system)  # the alert clock and the dispatcher
         app = create_app(system)
         url = f"http://{_display_host(host)}:{port}"
         click.echo(f"goalledger API on {url} ({settings.storage().describe()})")
@@ -80,6 +83,8 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
             timeout_graceful_shutdown=STREAM_GRACE_SECONDS,
         )  # fmt: skip
         _run_until_stopped(uvicorn.Server(config))
+        if deliveries is not None:
+            deliveries.stop()
     click.echo("goalledger API stopped.")
 
 

@@ -16,6 +16,7 @@ from litestar.params import HeaderParameter, QueryParameter
 from goalledger.api.auth import Principal, TeamScope, current_principal
 from goalledger.api.bootstrap import System
 from goalledger.api.http_json import JsonResponse
+from goalledger.api.pagination import MAX_POSITION
 from goalledger.api.problems import BadRequest, FieldError, NotReady, PreconditionFailed
 from goalledger.core.errors import Conflict
 from goalledger.core.ledger import Written
@@ -36,6 +37,7 @@ MinPosition = Annotated[
     int | None,
     QueryParameter(
         ge=0,
+        le=MAX_POSITION,
         description="Wait (up to 5 s) until the read models reflect this ledger position.",
     ),
 ]
@@ -94,7 +96,7 @@ def expected_version(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     text = if_match.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit() alone admits "²"
         raise BadRequest(
             'If-Match must be an ETag this API issued, such as "3"',
             [FieldError("If-Match", f"not a version: {if_match!r}")],

@@ -8,7 +8,11 @@ from typing import Any, TypeVar
 
 import msgspec
 from litestar import Response
+from litestar._openapi.schema_generation.plugins import StructSchemaPlugin  # not public in 2.25
+from litestar.openapi.spec import OpenAPIType, Schema
+from litestar.plugins import OpenAPISchemaPlugin
 from litestar.serialization import default_serializer
+from litestar.typing import FieldDefinition
 
 T = TypeVar("T")
 
@@ -17,6 +21,7 @@ _ENCODERS: dict[Callable[[Any], Any], msgspec.json.Encoder] = {}
 # scoring arithmetic can never overflow the decimal context.
 MAX_ADJUSTED_EXPONENT = 30
 MIN_ADJUSTED_EXPONENT = -30
+DECIMAL_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
 
 
 def encode_json(content: Any, enc_hook: Callable[[Any], Any] = default_serializer) -> bytes:
@@ -59,3 +64,35 @@ def _check_value(value: Any, field: str) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_value(item, f"{field}[{index}]")
+
+
+class DecimalSchemaPlugin(OpenAPISchemaPlugin):
+    """Declares decimals as they travel: numbers on output, numbers or numeric strings on
+    input (Litestar's default declares a string, which no response of ours carries)."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return field_definition.annotation is Decimal
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        return Schema(
+            type=[OpenAPIType.NUMBER, OpenAPIType.STRING],
+            pattern=DECIMAL_PATTERN,  # applies to the string form only
+            description='A decimal: a JSON number, or a string such as "99.9" on input.',
+        )
+
+
+class ClosedBodySchemaPlugin(StructSchemaPlugin):
+    """Bodies that refuse unknown fields (`Body`) say so: `additionalProperties: false`."""
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        config = getattr(field_definition.annotation, "__struct_config__", None)
+        return config is not None and config.forbid_unknown_fields
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema
+
+
+# `Litestar(plugins=...)`: the OpenAPI document then declares what the API accepts and sends.
+OPENAPI_PLUGINS = (DecimalSchemaPlugin(), ClosedBodySchemaPlugin())

@@ -18,6 +18,8 @@ from goalledger.api.problems import BadRequest, FieldError
 T = TypeVar("T")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+# Ledger positions are 64-bit integers in both stores; a larger one cannot be bound.
+MAX_POSITION = 2**63 - 1
 
 Limit = Annotated[
     int,
@@ -48,8 +50,9 @@ def decode_cursor(cursor: str | None, kind: type[T]) -> T | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         key = msgspec.json.decode(raw, type=kind)
-        if isinstance(key, int) and key < 0:
-            raise ValueError("negative position")
+        parts = key if isinstance(key, tuple | list) else (key,)
+        if any(isinstance(p, int) and not 0 <= p <= MAX_POSITION for p in parts):
+            raise ValueError("position out of range")
         return key
     except (binascii.Error, ValueError, msgspec.DecodeError):
         raise BadRequest(

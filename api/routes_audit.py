@@ -14,13 +14,14 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 
 from goalledger.api.auth import TeamScope, requires
 from goalledger.api.bootstrap import System
-from goalledger.api.pagination import Cursor, Limit, Page, decode_cursor, page
+from goalledger.api.pagination import MAX_POSITION, Cursor, Limit, Page, decode_cursor, page
 from goalledger.api.problems import problem_responses
 from goalledger.projections.audit import Change, aggregate_history
 from goalledger.projections.history import AuditEvent, audit_events
 
 After = Annotated[
-    int | None, QueryParameter(ge=0, description="Only events after this ledger position.")
+    int | None,
+    QueryParameter(ge=0, le=MAX_POSITION, description="Only events after this ledger position."),
 ]
 
 
@@ -69,6 +70,6 @@ class AuditController(Controller):
         """Every change of one aggregate: field-level before/after, actor, reason, times."""
         access.check_unscoped("reading the audit trail")
         after = decode_cursor(cursor, int) or 0
-        changes = aggregate_history(system.ledger, system.queries, aggregate_id)
+        changes = aggregate_history(system.ledger, system.queries, aggregate_id, system.redact)
         selected = [c for c in changes if c.version > after][: limit + 1]
         return page(selected, limit, lambda c: c.version)

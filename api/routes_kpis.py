@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 from litestar import Controller, get, patch, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from goalledger.api.auth import Principal, TeamScope, requires
@@ -120,6 +121,13 @@ class ReadingsOut(msgspec.Struct, frozen=True):
     recorded: list[str]
     duplicates: list[str]
     position: int | None
+
+
+# 201 when something was recorded; 200 when every reading was already held.
+READINGS_RESPONSES = {
+    **problem_responses(404, 422),
+    200: ResponseSpec(ReadingsOut, description="Every reading was already held: nothing new"),
+}
 
 
 def kpi_out(system: System, kpi: Kpi) -> KpiOut:
@@ -277,8 +285,7 @@ class KpiController(Controller):
 
     @post(
         "/{kpi_id:uuid}/readings", operation_id="recordReadings",
-        guards=[requires("contribute")], sync_to_thread=True,
-        responses=problem_responses(404, 422),
+        guards=[requires("contribute")], sync_to_thread=True, responses=READINGS_RESPONSES,
     )  # fmt: skip
     def record_readings(
         self,
@@ -328,7 +335,7 @@ class ReadingBatchController(Controller):
 
     @post(
         operation_id="recordReadingBatch", guards=[requires("contribute")],
-        sync_to_thread=True, responses=problem_responses(404, 422),
+        sync_to_thread=True, responses=READINGS_RESPONSES,
     )  # fmt: skip
     def record_batch(
         self,

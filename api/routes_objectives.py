@@ -138,7 +138,7 @@ class ObjectiveController(Controller):
         operation_id="listObjectives",
         guards=[requires("read")],
         sync_to_thread=True,
-        responses=problem_responses(503),
+        responses=problem_responses(404, 422, 503),
     )
     def list_objectives(
         self,

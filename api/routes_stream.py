@@ -22,6 +22,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from goalledger.api.auth import TeamScope, requires
 from goalledger.api.bootstrap import System
+from goalledger.api.pagination import MAX_POSITION
 from goalledger.api.problems import BadRequest, FieldError, problem_responses
 from goalledger.projections.history import AuditEvent, audit_events
 
@@ -32,7 +33,9 @@ LastEventId = Annotated[
     str | None,
     HeaderParameter(name="Last-Event-ID", description="Resume after this position."),
 ]
-After = Annotated[int | None, QueryParameter(ge=0, description="Start after this position.")]
+After = Annotated[
+    int | None, QueryParameter(ge=0, le=MAX_POSITION, description="Start after this position.")
+]
 Heartbeat = Annotated[
     float, QueryParameter(ge=1, le=60, description="Seconds between heartbeats when idle.")
 ]
@@ -41,12 +44,14 @@ Heartbeat = Annotated[
 def _start(last_event_id: str | None, after: int | None) -> int:
     if last_event_id is None:
         return after or 0
-    if not last_event_id.strip().isdigit():
+    text = last_event_id.strip()
+    # isdigit() alone admits "²", which int() refuses.
+    if not (text.isascii() and text.isdigit() and int(text) <= MAX_POSITION):
         raise BadRequest(
             "Last-Event-ID must be a ledger position",
             [FieldError("Last-Event-ID", f"not a position: {last_event_id!r}")],
         )
-    return int(last_event_id)
+    return int(text)
 
 
 def _batch(system: System, after: int) -> list[AuditEvent]:

@@ -27,6 +27,7 @@ from goalledger.core.mapper import MsgspecMapper
 from goalledger.core.model import LedgerAggregate, non_blank, utc_now
 from goalledger.core.objectives import KeyResult, Objective
 from goalledger.core.settings import Settings
+from goalledger.core.subscriptions import Channel, Subscription
 from goalledger.core.teams import DEFAULT_CHECK_IN_INTERVAL_DAYS, Team
 from goalledger.core.tokens import Token, token_id_of
 
@@ -702,6 +703,29 @@ class Ledger(Application[UUID]):
         except NotFound:
             return None
         return token if token.accepts(secret, utc_now()) else None
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def subscribe(
+        self, *, alert_kinds: list[str], team_ids: list[UUID], channel: Channel, actor: str
+    ) -> Written:
+        """Send alerts of `alert_kinds` about `team_ids` (empty: every team) to `channel`,
+        whose config the caller has validated with the channel's plugin."""
+        for index, team_id in enumerate(team_ids):
+            self.load(team_id, Team, f"team_ids[{index}]")
+        return self._written(
+            Subscription.create(
+                alert_kinds=alert_kinds, team_ids=team_ids, channel=channel, actor=actor
+            )
+        )
+
+    def delete_subscription(
+        self, subscription_id: UUID, *, actor: str, reason: str | None = None
+    ) -> Written:
+        """Delete a subscription: no alert is sent through it from now on."""
+        subscription = self.load(subscription_id, Subscription, "subscription_id")
+        subscription.delete(actor=actor, reason=reason)
+        return self._written(subscription)
 
 
 def _replay(aggregate: Any, events: Iterable[Any]) -> Any:

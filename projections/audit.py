@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -43,11 +44,17 @@ class Change(msgspec.Struct, frozen=True):
     changes: list[FieldChange]
 
 
-def aggregate_history(ledger: Ledger, views: Views, aggregate_id: UUID) -> list[Change]:
+def aggregate_history(
+    ledger: Ledger,
+    views: Views,
+    aggregate_id: UUID,
+    redact: Callable[[Any], Any] | None = None,
+) -> list[Change]:
     """Every event of one aggregate with field-level before/after, oldest first.
 
     The fields come from the ledger itself (the aggregate's own event sequence);
-    positions and both times come from the audit timeline.
+    positions and both times come from the audit timeline. `redact` masks values
+    before they are shown (plugin configs carry secrets only their plugin knows).
     """
     stored = ledger.recorder.select_events(aggregate_id)
     if not stored:
@@ -65,7 +72,9 @@ def aggregate_history(ledger: Ledger, views: Views, aggregate_id: UUID) -> list[
         event = ledger.mapper.to_domain_event(item)
         fields = {k: v for k, v in vars(event).items() if k not in _META}
         changes = [
-            FieldChange(field=name, before=state.get(name), after=value)
+            FieldChange(
+                field=name, before=_shown(state.get(name), redact), after=_shown(value, redact)
+            )
             if name not in REDACTED_FIELDS
             else FieldChange(field=name, before=REDACTED, after=REDACTED)
             for name, value in fields.items()
@@ -81,3 +90,7 @@ def aggregate_history(ledger: Ledger, views: Views, aggregate_id: UUID) -> list[
             )
         )  # fmt: skip
     return history
+
+
+def _shown(value: Any, redact: Callable[[Any], Any] | None) -> Any:
+    return value if redact is None or value is None else redact(value)

@@ -19,6 +19,7 @@ import msgspec
 
 from goalledger.core.ledger import Ledger
 from goalledger.projections import chain, schema
+from goalledger.projections.alert_detector import AlertDetector
 from goalledger.projections.store import Tx, ViewStore
 from goalledger.projections.views import ViewWriter
 
@@ -74,6 +75,7 @@ class Projector:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: ProjectionFailed | None = None
+        self.alerts = AlertDetector()  # alerts and their outbox, in each batch's transaction
         self.setup()
 
     # -- set-up and state -------------------------------------------------------------
@@ -89,6 +91,7 @@ class Projector:
                 schema.create_generation(tx, generation)
                 schema.make_live(tx, generation)
             chain.ensure_table(tx, self._generation(tx))  # generations older than the chain
+            self.alerts.setup(tx)
 
     def _generation(self, tx: Tx) -> int:
         if self._fixed_generation is not None:
@@ -117,13 +120,17 @@ class Projector:
                 if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
                     return 0  # another projector applied this batch first
                 writer = ViewWriter(tx, generation)
+                self.alerts.begin(tx, writer.t, start, writer.flush)
                 for position, aggregate_id, version, topic, state in rows:
                     try:
-                        writer.apply(position, aggregate_id, version, topic, decode(topic, state))
+                        fields = decode(topic, state)
+                        self.alerts.apply(position, aggregate_id, topic, fields)
+                        writer.apply(position, aggregate_id, version, topic, fields)
                     except Exception as error:
                         raise _Unapplied(position, topic, error) from error
                 try:
                     writer.flush()
+                    self.alerts.finish()
                     chain.extend(tx, generation, rows, start, self.ledger)
                 except Exception as error:
                     raise _Unapplied(rows[-1][0], "batch", error) from error
@@ -137,6 +144,7 @@ class Projector:
             raise self._fail(unapplied.position, unapplied.topic, unapplied.error) from (
                 unapplied.error
             )
+        self.alerts.committed(rows[-1][0])
         self.failure = None
         with self._applied:
             self._applied.notify_all()

@@ -107,3 +107,13 @@ def test_the_plugin_list_shows_the_built_ins_loaded(api: Api) -> None:
         name for p in plugins.values() for names in p["provides"].values() for name in names
     }
     assert {"http-json", "csv", "sql", "prometheus", "webhook", "slack", "email", "log"} <= provided
+
+
+def test_the_audit_history_masks_source_secrets(api: Api) -> None:
+    source = {"plugin": "http-json", "config": {"url": "http://127.0.0.1:9/m", "token": SECRET}}
+    kpi = api.created("/v1/kpis", {**KPI, "source": source})
+    api.patch(f"/v1/kpis/{kpi['id']}", json={"source": None, "reason": "retired"})
+    history = api.settled(f"/v1/audit/aggregates/{kpi['id']}/history", token=api.token("auditor"))
+    assert history.status_code == 200
+    assert SECRET not in history.text
+    assert "********" in history.text

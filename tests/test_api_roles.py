@@ -17,6 +17,7 @@ from api_fixtures import CYCLE, TODAY, Api, sqlite_api_fixture  # noqa: F401
 
 from goalledger.api.auth import ABILITIES
 from goalledger.core.ledger import ReadingInput
+from goalledger.core.subscriptions import Channel
 
 
 class World(NamedTuple):
@@ -65,6 +66,13 @@ def fresh_token(w: World) -> str:
     return str(w.api.system.ledger.issue_token(
         name="t", role="viewer", team_id=uuid.UUID(w.team_a), actor="t"
     )[0].id)  # fmt: skip
+
+
+def fresh_subscription(w: World) -> str:
+    return str(w.api.system.ledger.subscribe(
+        alert_kinds=["cycle_ending"], team_ids=[uuid.UUID(w.team_a)], channel=Channel("log", {}),
+        actor="t",
+    ).id)  # fmt: skip
 
 
 def settled(w: World) -> str:
@@ -120,6 +128,16 @@ ROUTES: list[Route] = [
           "administer", "team"),
     Route("GET", lambda w: ("/v1/tokens", None), "administer", "list"),
     Route("DELETE", lambda w: (f"/v1/tokens/{fresh_token(w)}", None), "administer", "team"),
+    Route("POST", lambda w: ("/v1/subscriptions", {
+        "alert_kinds": ["cycle_ending"], "team_ids": [w.team_a],
+        "channel": {"plugin": "log", "config": {}}}), "administer", "team"),
+    Route("GET", lambda w: ("/v1/subscriptions", None), "administer", "list"),
+    Route("GET", lambda w: (f"/v1/subscriptions/{fresh_subscription(w)}", None),
+          "administer", "team"),
+    Route("DELETE", lambda w: (f"/v1/subscriptions/{fresh_subscription(w)}", None),
+          "administer", "team"),
+    Route("GET", lambda w: (f"/v1/alerts?{settled(w)}", None), "read", "list"),
+    Route("GET", lambda w: (f"/v1/deliveries?{settled(w)}", None), "administer", "list"),
     Route("GET", lambda w: (f"/v1/audit/events?{settled(w)}", None), "audit", "org-write"),
     Route("GET", lambda w: (f"/v1/audit/aggregates/{w.objective}/history?{settled(w)}", None),
           "audit", "org-write"),
@@ -229,6 +247,8 @@ def _template(build: Build, api: Api) -> str:
         return "/v1/cycles/{cycle_id}/close"
     if "fresh_reading" in names:
         return "/v1/kpis/{kpi_id}/readings/{reading_id}/corrections"
+    if "fresh_subscription" in names:
+        return "/v1/subscriptions/{subscription_id}"
     if "fresh_token" in names:
         return "/v1/tokens/{token_id}"
     path = build(stub)[0].split("?")[0]

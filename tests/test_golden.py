@@ -28,6 +28,7 @@ from goalledger.core.kpis import Kpi, Reading, Thresholds, reading_key
 from goalledger.core.ledger import Ledger
 from goalledger.core.model import LedgerAggregate
 from goalledger.core.objectives import KeyResult, Objective
+from goalledger.core.subscriptions import Channel, Subscription
 from goalledger.core.teams import Team
 from goalledger.core.tokens import Token
 
@@ -77,9 +78,9 @@ def test_golden_log_replays_in_order_with_its_actors(golden: Ledger) -> None:
     assert [position for position, _ in events] == [row["position"] for row in ROWS]
     assert [get_topic(type(event)) for _, event in events] == [row["topic"] for row in ROWS]
     actors = "founder founder cto ceo ceo cto cto ceo cto cto sre bob bob ceo ceo bob sre sre"
-    actors += " sre sre sre sre admin admin admin ceo"
+    actors += " sre sre sre sre admin admin admin ceo admin admin"
     assert [event.actor for _, event in events] == actors.split()
-    assert golden.head_position() == 26
+    assert golden.head_position() == 28
 
 
 def test_golden_teams_and_cycle(golden: Ledger) -> None:
@@ -147,6 +148,17 @@ def test_golden_tokens_still_authenticate_by_their_hash(golden: Ledger) -> None:
     assert authenticated is not None and authenticated.id == LIVE
     expect(golden.load(GONE, Token), name="ci", role="contributor", revoked=True, version=2)
     assert golden.authenticate(f"gl_{GONE.hex}_golden-revoked-token-secret") is None
+
+
+def test_golden_subscription_keeps_its_channel(golden: Ledger) -> None:
+    subscription = golden.load(golden_id(12), Subscription)
+    expect(subscription, alert_kinds=["kpi_health_changed", "check_in_overdue"])
+    expect(subscription, team_ids=[PLATFORM], deleted=True, version=2)
+    assert subscription.channel == Channel(
+        "webhook",
+        {"url": "https://hooks.example.com/goalledger", "secret": "golden-webhook-secret-01",
+         "timeout": 10.0},
+    )  # fmt: skip
 
 
 def core_event_classes() -> set[type]:

@@ -6,12 +6,19 @@ a new event class appears. Ids are fixed by numbering uuid4() calls; token secre
 are fixed too, so the test can check that the hashing scheme still accepts them.
 
     .venv/bin/python tests/golden/make_golden.py
+
+Event classes added later get rows appended after the existing ones, which stay
+byte for byte as they are: `record_additions` runs on a ledger holding the committed
+rows, and only the new rows are written:
+
+    .venv/bin/python tests/golden/make_golden.py --append
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import sys
 import tempfile
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
@@ -22,24 +29,27 @@ from types import SimpleNamespace
 from unittest import mock
 from uuid import UUID
 
-from goalledger.core import cycles, kpis, objectives, teams, tokens
+from eventsourcing.persistence import StoredEvent
+
+from goalledger.core import cycles, kpis, objectives, subscriptions, teams, tokens
 from goalledger.core.kpis import thresholds_for
 from goalledger.core.ledger import Ledger, ReadingInput
 from goalledger.core.settings import Settings
+from goalledger.core.subscriptions import Channel
 
 OUTPUT = Path(__file__).with_name("events.ndjson")
 SECRETS = iter(["golden-live-token-secret", "golden-revoked-token-secret"])
 
 
-def fixed_ids() -> ExitStack:
+def fixed_ids(first: int = 1) -> ExitStack:
     """Number every uuid4() the core makes: 00000000-0000-4000-8000-000000000001, …"""
-    numbers = count(1)
+    numbers = count(first)
 
     def next_id() -> UUID:
         return UUID(f"00000000-0000-4000-8000-{next(numbers):012d}")
 
     stack = ExitStack()
-    for module in (cycles, teams, objectives, kpis, tokens):
+    for module in (cycles, teams, objectives, kpis, tokens, subscriptions):
         stack.enter_context(mock.patch.object(module, "uuid4", next_id))
     fake_secrets = SimpleNamespace(token_urlsafe=lambda _: next(SECRETS))
     stack.enter_context(mock.patch.object(tokens, "secrets", fake_secrets))
@@ -132,6 +142,63 @@ def record_history(ledger: Ledger) -> dict[str, object]:
     }  # fmt: skip
 
 
+def record_additions(ledger: Ledger) -> dict[str, object]:
+    """Events of the classes added after the first rows (ids go on from 12)."""
+    platform = UUID("00000000-0000-4000-8000-000000000002")
+    channel = Channel(
+        "webhook",
+        {"url": "https://hooks.example.com/goalledger", "secret": "golden-webhook-secret-01",
+         "timeout": 10.0},
+    )  # fmt: skip
+    subscription = ledger.subscribe(
+        alert_kinds=["kpi_health_changed", "check_in_overdue"], team_ids=[platform],
+        channel=channel, actor="admin",
+    ).id  # fmt: skip
+    ledger.delete_subscription(subscription, actor="admin", reason="moved to Slack")
+    return {"subscription": subscription}
+
+
+def rows_of(ledger: Ledger, after: int = 0) -> list[dict[str, object]]:
+    return [
+        {
+            "position": n.id,
+            "originator_id": str(n.originator_id),
+            "originator_version": n.originator_version,
+            "topic": n.topic,
+            "state": base64.b64encode(n.state).decode(),
+        }
+        for n in ledger.notifications(after)
+    ]
+
+
+def append() -> None:
+    """Append rows for `record_additions`, leaving the committed rows untouched."""
+    existing = OUTPUT.read_text()
+    rows = [json.loads(line) for line in existing.splitlines()]
+    with tempfile.TemporaryDirectory() as tmp, fixed_ids(first=12):
+        ledger = Ledger(Settings(database_url=f"sqlite:///{tmp}/golden.db"))
+        try:
+            ledger.recorder.insert_events(
+                [
+                    StoredEvent(
+                        UUID(r["originator_id"]),
+                        r["originator_version"],
+                        r["topic"],
+                        base64.b64decode(r["state"]),
+                    )
+                    for r in rows
+                ]
+            )
+            names = record_additions(ledger)
+            added = rows_of(ledger, after=rows[-1]["position"])
+        finally:
+            ledger.close()
+    OUTPUT.write_text(existing + "".join(json.dumps(row) + "\n" for row in added))
+    print(f"appended {len(added)} events to {OUTPUT}")
+    for name, value in names.items():
+        print(f"{name} = {value}")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, fixed_ids():
         ledger = Ledger(Settings(database_url=f"sqlite:///{tmp}/golden.db"))
@@ -156,4 +223,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    append() if "--append" in sys.argv[1:] else main()
