@@ -310,7 +310,7 @@ def test_tokens_authenticate_until_revoked_or_expired(ledger: Ledger, monkeypatc
         name="demo", role="viewer", expires_at=expires_at, actor="admin"
     )
     assert ledger.authenticate(short_lived) is not None
-    monkeypatch.setattr("goalledger.core.ledger.utc_now", lambda: expires_at)
+    monkeypatch.setattr("goalledger.core.ledger_access.utc_now", lambda: expires_at)
     assert ledger.authenticate(short_lived) is None
 
 

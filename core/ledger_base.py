@@ -1,0 +1,210 @@
+"""The ledger's foundation: one eventsourcing Application, its storage and its writes.
+
+One application means one notification log, so every event in goalledger has one
+global position. This module holds what every command shares: loading aggregates,
+recording events (a conflict when stale), and reading the log back in bulk.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.persistence import IntegrityError, Mapper, Notification
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import Environment
+
+from goalledger.core.errors import Conflict, NotFound
+from goalledger.core.mapper import MsgspecMapper
+from goalledger.core.model import LedgerAggregate
+from goalledger.core.settings import Settings
+
+A = TypeVar("A", bound=LedgerAggregate)
+
+
+class Unchanged(enum.Enum):
+    """Marks an optional argument that was not given (None has a meaning of its own)."""
+
+    UNCHANGED = "unchanged"
+
+
+UNCHANGED = Unchanged.UNCHANGED
+
+
+class Written(msgspec.Struct, frozen=True):
+    """Where a command's events landed: the aggregate, its new version, the log position."""
+
+    id: UUID
+    version: int
+    position: int
+
+
+class LedgerBase(Application[UUID]):
+    """Storage, loading and recording; the commands live in mixins (see `Ledger`)."""
+
+    name = "goalledger"
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        storage = self.settings.storage()
+        super().__init__(env=storage.eventsourcing_env(self.settings))
+        if storage.kind == "sqlite":
+            _set_sqlite_synchronous(self, self.settings.sqlite_synchronous)
+
+    def construct_env(self, name: str, env: Any = None) -> Any:
+        """Only the environment goalledger derives from its settings.
+
+        eventsourcing would merge `os.environ`, where `GOALLEDGER_*` keys (this
+        application's prefix) could silently override the database the URL chose.
+        """
+        return Environment(name, dict(env or {}))
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        """Use msgspec, keeping any cipher or compressor the environment configures."""
+        return MsgspecMapper(
+            transcoder=None, cipher=self.factory.cipher(), compressor=self.factory.compressor()
+        )
+
+    # -- reading the ledger ----------------------------------------------------------
+
+    def load(self, aggregate_id: UUID, kind: type[A], field: str = "id") -> A:
+        """The current state of one aggregate of the given kind, or `NotFound` naming `field`."""
+        try:
+            aggregate = self.repository.get(aggregate_id, projector_func=_replay)
+        except AggregateNotFoundError:
+            raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}") from None
+        if not isinstance(aggregate, kind):
+            raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}")
+        return aggregate
+
+    def head_position(self) -> int:
+        """The position of the newest event in the log (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+    def notifications(
+        self, after: int = 0, *, batch: int = 1000, stop: int | None = None
+    ) -> Iterator[Notification]:
+        """Stored notifications after `after`, in order, read in batches (never all at once)."""
+        position = after
+        while True:
+            page = self.recorder.select_notifications(
+                position, batch, stop=stop, inclusive_of_start=False
+            )
+            yield from page
+            if len(page) < batch:
+                return
+            position = page[-1].id
+
+    def notification_rows(self, after: int, limit: int) -> list[tuple[int, str, int, str, bytes]]:
+        """(position, aggregate id, version, topic, state) rows after `after`: the fast path
+        for bulk readers such as the projector, skipping eventsourcing's per-row objects."""
+        recorder = self.recorder
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(
+                    "SELECT rowid, originator_id, originator_version, topic, state"
+                    f" FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (after, limit),
+                )
+                # The SQLite store keeps ids as 32 hex digits; give them their usual form.
+                return [
+                    (row[0], _hyphenate(row[1]), row[2], row[3], row[4])
+                    for row in cursor.fetchall()
+                ]
+        return [
+            (n.id, str(n.originator_id), n.originator_version, n.topic, n.state)
+            for n in recorder.select_notifications(after, limit, inclusive_of_start=False)
+        ]
+
+    def read_events(self, after: int = 0, *, batch: int = 1000) -> Iterator[tuple[int, Any]]:
+        """(position, domain event) pairs after `after`, decoded in batches."""
+        to_domain_event = self.mapper.to_domain_event
+        for notification in self.notifications(after, batch=batch):
+            yield notification.id, to_domain_event(notification)
+
+    def is_empty(self) -> bool:
+        """Whether nothing has been recorded yet."""
+        return self.head_position() == 0
+
+    # -- writing ---------------------------------------------------------------------
+
+    def record(self, *aggregates: LedgerAggregate, events: Sequence[Any] = ()) -> int:
+        """Save the aggregates' pending events (and any given events) atomically.
+
+        A stale version is a `Conflict` and nothing is recorded. This is
+        `Application.save` without its per-object protocol checks, which cost as
+        much as the insert itself (bench/profile_append.py).
+        """
+        processing = ProcessingEvent[UUID]()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.events.extend(events)
+        try:
+            recordings = self._record(processing)
+        except IntegrityError as error:
+            ids = ", ".join(str(a.id) for a in aggregates) or "an event"
+            raise Conflict(
+                f"{ids} changed since it was read; reload and try again",
+                aggregate_id=aggregates[0].id if aggregates else None,
+            ) from error
+        self._notify(recordings)
+        if not recordings:
+            return self.head_position()
+        return max(r.notification.id for r in recordings)
+
+    def _written(self, aggregate: LedgerAggregate) -> Written:
+        position = self.record(aggregate)
+        return Written(id=aggregate.id, version=aggregate.version, position=position)
+
+    def _change(self, aggregate_id: UUID, kind: type[A], expected_version: int | None) -> A:
+        aggregate = self.load(aggregate_id, kind)
+        if expected_version is not None and aggregate.version != expected_version:
+            raise Conflict(
+                f"{_label(kind)} {aggregate_id} is at version {aggregate.version}, "
+                f"not {expected_version}",
+                aggregate_id=aggregate_id,
+            )
+        return aggregate
+
+
+def _replay(aggregate: Any, events: Iterable[Any]) -> Any:
+    """Apply events in order; eventsourcing's version asserts a protocol per event,
+    which costs more than the replay itself."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
+def _hyphenate(hex_id: str) -> str:
+    if len(hex_id) != 32:
+        return str(UUID(hex_id))
+    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
+
+
+def _label(kind: type) -> str:
+    return {"KeyResult": "key result", "Kpi": "KPI"}.get(kind.__name__, kind.__name__.lower())
+
+
+def _set_sqlite_synchronous(ledger: LedgerBase, mode: str) -> None:
+    """Apply `PRAGMA synchronous` to every connection of the SQLite store's pool.
+
+    eventsourcing opens its connections itself and leaves SQLite's default (FULL);
+    goalledger makes the durability trade-off a setting, so it hooks connection creation.
+    """
+    pool = ledger.factory.datastore.pool  # type: ignore[attr-defined]
+    pragma = f"PRAGMA synchronous={mode.upper()};"
+    create = pool._create_connection
+
+    def create_with_pragma() -> Any:
+        connection = create()
+        connection._sqlite_conn.execute(pragma)
+        return connection
+
+    pool._create_connection = create_with_pragma
+    for connection in list(pool._pool):
+        connection._sqlite_conn.execute(pragma)
