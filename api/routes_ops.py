@@ -9,7 +9,7 @@ import msgspec
 from litestar import MediaType, Response, get
 from litestar.di import NamedDependency
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from goalledger.api.bootstrap import System
@@ -66,6 +66,27 @@ class _LedgerCollector(Collector):
         )  # fmt: skip
         for name, documentation, value in figures:
             yield GaugeMetricFamily(name, documentation, value=value)
+        yield from self._sources()
+
+    def _sources(self) -> Iterator[Metric]:
+        """Each fetched metric source's consecutive and total failures, by KPI and plugin."""
+        labels = ["kpi_id", "plugin"]
+        failing = GaugeMetricFamily(
+            "goalledger_source_consecutive_failures",
+            "Failed fetches of a KPI's metric source since its last success.",
+            labels=labels,
+        )
+        failures = CounterMetricFamily(
+            "goalledger_source_failures",
+            "Failed fetches of a KPI's metric source since this process started.",
+            labels=labels,
+        )
+        for health in self.system.sources.health():
+            key = [str(health.kpi_id), health.plugin]
+            failing.add_metric(key, health.attempts)
+            failures.add_metric(key, health.failures)
+        yield failing
+        yield failures
 
 
 class LedgerMetrics:

@@ -97,6 +97,15 @@ def test_fetching_a_bound_source_records_once_and_a_failure_is_a_502(api: Api) -
         assert failed.headers["content-type"].startswith("application/problem+json")
         assert SECRET not in failed.text
 
+    metrics = api.get("/metrics", token=None).text
+    failing_line = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("goalledger_source_consecutive_failures{") and kpi["id"] in line
+    )
+    assert failing_line.endswith(" 1.0")
+    assert SECRET not in metrics
+
 
 def test_the_plugin_list_shows_the_built_ins_loaded(api: Api) -> None:
     response = api.get("/v1/plugins", token=api.token("viewer"))
