@@ -14,7 +14,7 @@ from goalledger.api.auth import Authenticator
 from goalledger.api.bootstrap import System
 from goalledger.api.http_conventions import dependencies
 from goalledger.api.http_idempotency import IdempotencyMiddleware, IdempotencyStore
-from goalledger.api.http_json import JsonResponse
+from goalledger.api.http_json import OPENAPI_PLUGINS, JsonResponse
 from goalledger.api.problems import EXCEPTION_HANDLERS
 from goalledger.api.routes_alerts import AlertController, SubscriptionController
 from goalledger.api.routes_audit import AuditController
@@ -95,6 +95,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
             IdempotencyMiddleware.define(idempotency, authenticator),
         ],
         response_class=JsonResponse,
+        plugins=list(OPENAPI_PLUGINS),
         openapi_config=openapi,
         after_response=wake_projector,
         state=State({"system": system, "authenticator": authenticator}),
