@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Litestar, Request
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -13,8 +14,14 @@ from litestar.plugins.prometheus import PrometheusConfig
 from goalledger.api.auth import Authenticator
 from goalledger.api.bootstrap import System
 from goalledger.api.http_conventions import dependencies
+from goalledger.api.http_headers import security_headers
 from goalledger.api.http_idempotency import IdempotencyMiddleware, IdempotencyStore
 from goalledger.api.http_json import OPENAPI_PLUGINS, JsonResponse
+from goalledger.api.http_limits import (
+    BodyLimitMiddleware,
+    WriteRateLimitMiddleware,
+    on_recursion,
+)
 from goalledger.api.problems import EXCEPTION_HANDLERS
 from goalledger.api.routes_alerts import AlertController, SubscriptionController
 from goalledger.api.routes_audit import AuditController
@@ -56,6 +63,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
     idempotency = IdempotencyStore(system.store)
     idempotency.setup()
     metrics = LedgerMetrics(system)
+    settings = system.settings
 
     async def wake_projector(request: Request) -> None:
         # A write just landed: let the embedded projector pick it up without polling delay.
@@ -89,11 +97,19 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
             "authenticator": Provide(lambda: authenticator, sync_to_thread=False),
         },
-        exception_handlers=EXCEPTION_HANDLERS,
+        exception_handlers={**EXCEPTION_HANDLERS, RecursionError: on_recursion},
         middleware=[
             prometheus.middleware,
+            BodyLimitMiddleware.define(settings.max_body_bytes),
+            WriteRateLimitMiddleware.define(
+                authenticator, settings.write_rate, settings.write_burst
+            ),
             IdempotencyMiddleware.define(idempotency, authenticator),
         ],
+        request_max_body_size=settings.max_body_bytes,
+        before_send=[security_headers],
+        # The root logger is the process's (`serve --log-level`), not reset to INFO here.
+        logging_config=LoggingConfig(configure_root_logger=False),
         response_class=JsonResponse,
         plugins=list(OPENAPI_PLUGINS),
         openapi_config=openapi,

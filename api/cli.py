@@ -8,7 +8,7 @@ that is not there, 1 for anything else (a database that cannot be reached, say).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 import click
@@ -117,6 +117,8 @@ def tokens() -> None:
 @click.option("--role", required=True, help=f"One of {', '.join(ROLES)}.")
 @click.option("--team", "team_id", type=click.UUID, help="Scope the token to this team's id.")
 @click.option("--name", help="A label for the token (default: '<role> token').")
+@click.option("--expires-at", type=TIMESTAMP, help="When the token stops working (RFC 3339).")
+@click.option("--expires-in", type=click.FloatRange(min=0, min_open=True), help="Or: in DAYS.")
 @click.option(
     "--json",
     "as_json",
@@ -125,13 +127,24 @@ def tokens() -> None:
 )
 @click.pass_obj
 def create_token(
-    cli: Cli, role: str, team_id: UUID | None, name: str | None, as_json: bool
+    cli: Cli,
+    role: str,
+    team_id: UUID | None,
+    name: str | None,
+    expires_at: datetime | None,
+    expires_in: float | None,
+    as_json: bool,
 ) -> None:
     """Issue a token; its secret is printed once, alone on the last line of stdout."""
+    if expires_at is not None and expires_in is not None:
+        raise click.UsageError("give --expires-at or --expires-in, not both")
+    if expires_in is not None:
+        expires_at = datetime.now(UTC) + timedelta(days=expires_in)
     with cli.ledger() as ledger:
         written, secret = ledger.issue_token(
-            name=name or f"{role} token", role=role, team_id=team_id, actor=cli.actor
-        )
+            name=name or f"{role} token", role=role, team_id=team_id, expires_at=expires_at,
+            actor=cli.actor,
+        )  # fmt: skip
         token = ledger.load(written.id, Token)
     if as_json:
         record = {
@@ -139,12 +152,14 @@ def create_token(
             "name": token.name,
             "role": token.role,
             "team_id": None if token.team_id is None else str(token.team_id),
+            "expires_at": None if token.expires_at is None else token.expires_at.isoformat(),
             "position": written.position,
         }
         click.echo(json.dumps(record))
     else:
         scope = f"team {token.team_id}" if token.team_id else "all teams"
-        click.echo(f"Issued token {token.id} ({token.name!r}, role {token.role}, {scope}).")
+        until = f", until {token.expires_at.isoformat()}" if token.expires_at else ""
+        click.echo(f"Issued token {token.id} ({token.name!r}, role {token.role}, {scope}{until}).")
         click.echo("Its secret is shown only this once; store it now:")
     click.echo(secret)
 

@@ -26,6 +26,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Aggregates kept in memory between commands; each use still fast-forwards from the
     # store and works on a copy, so several processes and threads stay correct.
     aggregate_cache_size: int = 5000
+    # Request bodies above this many bytes are refused (413) before they are read whole;
+    # a batch of 1,000 readings is about 150 kB.
+    max_body_bytes: int = 2_097_152
+    # Writes per second each token may make (a token bucket of `write_burst`); 0: no limit.
+    write_rate: float = 5000.0
+    write_burst: int = 10_000
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -50,6 +56,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         settings.storage()  # fail early on a malformed URL
         if settings.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             raise DomainError("GOALLEDGER_SQLITE_SYNCHRONOUS", "must be full or normal")
+        if settings.max_body_bytes < 1024:
+            raise DomainError("GOALLEDGER_MAX_BODY_BYTES", "must be at least 1024")
+        if settings.write_rate < 0:
+            raise DomainError("GOALLEDGER_WRITE_RATE", "must be 0 (no limit) or more")
+        if settings.write_burst < 1:
+            raise DomainError("GOALLEDGER_WRITE_BURST", "must be at least 1")
         return settings
 
     def __repr__(self) -> str:
