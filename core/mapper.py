@@ -142,11 +142,14 @@ class MsgspecMapper(Mapper[UUID]):
     def decode_fields(self, topic: str, data: bytes) -> Any:
         """A stored event's fields as a Struct, ids and decimals as text (see decode_struct)."""
         cls = resolve_topic(topic)
-        if self.cipher:
-            data = self.cipher.decrypt(data)
-        if self.compressor:
-            data = self.compressor.decompress(data)
-        return decode_struct(cls, data, textual=True)
+        try:
+            if self.cipher:
+                data = self.cipher.decrypt(data)
+            if self.compressor:
+                data = self.compressor.decompress(data)
+            return decode_struct(cls, data, textual=True)
+        except Exception as error:  # damaged bytes: the same error as to_domain_event's
+            raise MapperDeserialisationError(f"cannot decode a {topic!r} event: {error}") from error
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         """Rebuild a typed domain event from its stored form."""

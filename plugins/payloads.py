@@ -59,11 +59,14 @@ def to_decimal(value: Any, where: str) -> Decimal:
 
 
 def to_datetime(value: Any, where: str) -> datetime:
-    """An aware datetime from an RFC 3339 string, a date, or epoch seconds (UTC)."""
+    """A UTC datetime from an RFC 3339 string, a date, or epoch seconds."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(float(value), UTC)
+        try:
+            moment = datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):  # NaN, or beyond the years 1..9999
+            raise SourceError(f"{where} is not a timestamp in range ({value})") from None
     elif isinstance(value, str):
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -73,4 +76,8 @@ def to_datetime(value: Any, where: str) -> datetime:
         moment = datetime(value.year, value.month, value.day)
     else:
         raise SourceError(f"{where} is not a timestamp ({type(value).__name__})")
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+05:00 has no UTC moment
+        raise SourceError(f"{where} lies outside the years 1..9999 in UTC") from None

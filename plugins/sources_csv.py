@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -56,12 +57,15 @@ class CsvSource:
     def fetch(self, config: CsvConfig, kpi: KpiRef, since: datetime | None) -> list[Observation]:
         text = _read(config)
         reader = csv.DictReader(io.StringIO(text), delimiter=config.delimiter)
-        header = reader.fieldnames or []
+        try:
+            header = reader.fieldnames or []
+        except csv.Error as error:
+            raise SourceError(f"the CSV header is malformed: {error}") from None
         for column in (config.date_column, config.value_column):
             if column not in header:
                 raise SourceError(f"the CSV has no column {column!r} (it has {', '.join(header)})")
         picked: dict[str, Observation] = {}
-        for row in reader:
+        for row in _rows(reader):
             line = reader.line_num
             raw_value = (row.get(config.value_column) or "").strip()
             raw_date = (row.get(config.date_column) or "").strip()
@@ -74,6 +78,14 @@ class CsvSource:
             picked[reading_id] = Observation(reading_id, value, observed_at)  # last row wins
         rows = sorted(picked.values(), key=lambda o: o.observed_at)
         return rows[-config.max_readings :]
+
+
+def _rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
+    """The reader's rows; a malformed file is a SourceError naming the line."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise SourceError(f"line {reader.line_num} of the CSV is malformed: {error}") from None
 
 
 def _read(config: CsvConfig) -> str:
@@ -103,13 +115,11 @@ def _when(raw: str, date_format: str | None, line: int) -> tuple[datetime, str]:
     where = f"line {line}, the date {raw[:40]!r}"
     if date_format is not None:
         try:
-            moment = datetime.strptime(raw, date_format)
+            moment = to_datetime(datetime.strptime(raw, date_format), where)
         except ValueError:
             raise SourceError(f"{where} does not match {date_format!r}") from None
-        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     else:
         moment = to_datetime(raw, where)
-    moment = moment.astimezone(UTC)
     if moment.time() == datetime.min.time():
         return moment, moment.date().isoformat()
     return moment, moment.isoformat()

@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
@@ -33,12 +33,16 @@ BATCH = 5000
 Progress = Callable[..., None]
 
 
+# Positions and versions are 64-bit signed integers in both stores and in the chain.
+Int64 = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+
+
 class ExportedEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One line of an export: a stored event and its link in the chain."""
 
-    position: int
+    position: Int64
     aggregate_id: UUID
-    version: int
+    version: Int64
     topic: str
     state: bytes  # base64 in JSON
     link: str
@@ -130,8 +134,6 @@ def check_export(path: Path, progress: Progress | None = None) -> Imported:
                     f"line {number}",
                     f"position {event.position} is out of order (it follows {after})",
                 )
-            if event.version < 1:
-                raise DomainError(f"line {number}", f"version {event.version} is below 1")
             if not _known_topic(event.topic):
                 raise DomainError(f"line {number}", f"unknown event topic {event.topic!r}")
             after = event.position
@@ -190,7 +192,7 @@ def _batches(path: Path, digest: Any) -> Iterator[list[tuple[int, ExportedEvent]
                 continue
             try:
                 batch.append((number, _decode(line)))
-            except msgspec.DecodeError as error:
+            except (msgspec.DecodeError, UnicodeDecodeError) as error:
                 raise DomainError(f"line {number}", f"not an exported event: {error}") from None
             if len(batch) == BATCH:
                 yield batch
