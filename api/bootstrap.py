@@ -8,11 +8,13 @@ from typing import Any
 
 from goalledger.core.kpis import SourceBinding
 from goalledger.core.ledger import Ledger
+from goalledger.core.secrets import Keyring
 from goalledger.core.settings import Settings
 from goalledger.core.subscriptions import Channel
 from goalledger.plugins.delivery import Sender
 from goalledger.plugins.fetch import SourceRunner
 from goalledger.plugins.manager import PluginRegistry, enabled_from_env, load_plugins
+from goalledger.plugins.rekey import check_keys, warn_of_stale
 from goalledger.plugins.scheduler import Scheduler
 from goalledger.projections.projector import Projector
 from goalledger.projections.queries import Views
@@ -27,6 +29,8 @@ class System:
     def __init__(self, settings: Settings, plugins: PluginRegistry | None = None) -> None:
         self.settings = settings
         self.plugins = plugins if plugins is not None else load_plugins(enabled_from_env())
+        # Plugin-config secrets are sealed and opened with these (docs/secrets.md).
+        self.plugins.keyring = Keyring.parse(settings.secret_key, settings.secret_keys_previous)
         self.ledger = Ledger(settings)
         self.store: ViewStore = open_view_store(settings)
         self.projector = Projector(self.ledger, self.store)
@@ -59,6 +63,22 @@ class System:
         self.close()
 
 
-def bootstrap(settings: Settings | None = None, plugins: PluginRegistry | None = None) -> System:
-    """Build a whole system from settings (default: the `GOALLEDGER_*` environment)."""
-    return System(settings or Settings.from_env(), plugins)
+def bootstrap(
+    settings: Settings | None = None,
+    plugins: PluginRegistry | None = None,
+    *,
+    check_secrets: bool = False,
+) -> System:
+    """Build a whole system from settings (default: the `GOALLEDGER_*` environment).
+
+    With `check_secrets` (serve and worker), refuse to start (`SecretKeyProblem`) unless
+    every key that the secrets in use were sealed with is set.
+    """
+    system = System(settings or Settings.from_env(), plugins)
+    if check_secrets:
+        try:
+            warn_of_stale(check_keys(system.ledger, system.plugins), system.plugins.keyring)
+        except BaseException:
+            system.close()
+            raise
+    return system

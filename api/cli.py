@@ -17,6 +17,7 @@ from rich.console import Console
 
 from goalledger.api.cli_audit import audit
 from goalledger.api.cli_plugins import plugins
+from goalledger.api.cli_secrets import secrets
 from goalledger.api.cli_serve import serve
 from goalledger.api.cli_worker import worker
 from goalledger.api.clikit import (
@@ -257,6 +258,7 @@ def scoreboard(
 
 goalledger.add_command(audit)
 goalledger.add_command(plugins)
+goalledger.add_command(secrets)
 goalledger.add_command(serve)
 goalledger.add_command(worker)
 

@@ -46,7 +46,7 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = cli.settings()
-    with bootstrap(settings) as system:
+    with bootstrap(settings, check_secrets=True) as system:
         admin_secret = None
         if demo:
             if system.ledger.is_empty():

@@ -154,7 +154,7 @@ def worker(
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
     try:
-        with bootstrap(settings) as system:
+        with bootstrap(settings, check_secrets=True) as system:
             policy = RetryPolicy(
                 max_attempts=max_attempts, first_delay=retry_delay,
                 max_delay=max(3600.0, retry_delay),

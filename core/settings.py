@@ -26,6 +26,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Aggregates kept in memory between commands; each use still fast-forwards from the
     # store and works on a copy, so several processes and threads stay correct.
     aggregate_cache_size: int = 5000
+    # Seals plugin-config secrets in the ledger (base64url, 32 bytes); previous keys,
+    # comma-separated, only open values until `goalledger secrets rotate` re-seals them.
+    secret_key: str = ""
+    secret_keys_previous: str = ""
     # Request bodies above this many bytes are refused (413) before they are read whole;
     # a batch of 1,000 readings is about 150 kB.
     max_body_bytes: int = 2_097_152

@@ -45,6 +45,17 @@ class Subscription(LedgerAggregate):
             subscription.channel = self.channel
             subscription.deleted = False
 
+    class ChannelChanged(Event):
+        """The channel's config was recorded anew (e.g. its secrets re-sealed under a new
+        key); the plugin stays the same."""
+
+        TOPIC = "goalledger/subscription/channel-changed"
+        channel: Channel
+        reason: str | None
+
+        def apply(self, subscription: Subscription) -> None:
+            subscription.channel = self.channel
+
     class Deleted(Event):
         """A subscription was deleted; nothing more is sent through it."""
 
@@ -77,6 +88,14 @@ class Subscription(LedgerAggregate):
             ),
             actor=actor,
         )
+
+    def change_channel(self, channel: Channel, *, actor: str, reason: str | None = None) -> None:
+        """Record the channel's config anew; changing its plugin means subscribing anew."""
+        if self.deleted:
+            raise DomainError("subscription", "is deleted")
+        if channel.plugin != self.channel.plugin:
+            raise DomainError("channel.plugin", "cannot change: delete and subscribe anew")
+        self.trigger_event(self.ChannelChanged, channel=channel, actor=actor, reason=reason)
 
     def delete(self, *, actor: str, reason: str | None = None) -> None:
         """Delete the subscription."""

@@ -4,6 +4,10 @@ The core side of the `register` callback: names, duplicates and validation are
 decided here, not by plugins. Config validation turns msgspec errors into a
 `DomainError` naming the field (`source.config.url`), so a bad binding is refused
 when a KPI is defined, not when it is fetched.
+
+A validated binding is what the ledger records, so its secret values (the fields the
+plugin declares secret) come out sealed with the catalogue's `keyring`, and
+`config_of`, which fetch and delivery use, opens them again (see core/secrets.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import msgspec
 from goalledger.core.errors import DomainError
 from goalledger.core.kpis import SourceBinding
 from goalledger.core.scoring import ScoringRule
+from goalledger.core.secrets import Keyring, is_sealed
 from goalledger.plugins.contracts import (
     REDACTED,
     MetricSource,
@@ -59,6 +64,9 @@ class Catalogue:
     """Registered sources, channels and rules, keyed by name (rules by `name-vN`)."""
 
     def __init__(self) -> None:
+        # No key until the composition root sets one: secrets are then refused, never
+        # recorded in plain text.
+        self.keyring = Keyring()
         self.provided: dict[Kind, dict[str, Provided]] = {
             "metric_sources": {},
             "notification_channels": {},
@@ -139,9 +147,10 @@ class Catalogue:
     def validate_source(
         self, plugin: str, config: Any, *, previous: SourceBinding | None = None
     ) -> SourceBinding:
-        """A checked binding; a config whose secret reads `********` keeps `previous`'s."""
+        """A checked binding with its secrets sealed, fit to record; a secret that reads
+        `********` keeps `previous`'s value."""
         provided = self._get("metric_sources", plugin, "source.plugin")
-        normal = _validated(provided, config, "source.config", previous)
+        normal = self._validated(provided, config, "source.config", previous)
         return SourceBinding(plugin=plugin, config=normal)
 
     def validate_channel(
@@ -149,7 +158,7 @@ class Catalogue:
     ) -> ChannelBinding:
         """A checked channel binding (same rules as `validate_source`)."""
         provided = self._get("notification_channels", plugin, "channel.plugin")
-        normal = _validated(provided, config, "channel.config", previous)
+        normal = self._validated(provided, config, "channel.config", previous)
         return ChannelBinding(plugin=plugin, config=normal)
 
     def redact(self, binding: Binding) -> Binding:
@@ -169,14 +178,85 @@ class Catalogue:
         return type(binding)(plugin=binding.plugin, config=config)
 
     def config_of(self, binding: SourceBinding | ChannelBinding) -> Any:
-        """The binding's config as the plugin's Struct (for fetch/send)."""
+        """The binding's config as the plugin's Struct, secrets opened (for fetch/send)."""
         if isinstance(binding, SourceBinding):
             provided = self._get("metric_sources", binding.plugin, "source.plugin")
             prefix = "source.config"
         else:
             provided = self._get("notification_channels", binding.plugin, "channel.plugin")
             prefix = "channel.config"
-        return _convert(provided.item.config_type, binding.config, prefix)
+        config = self._opened(binding.plugin, provided.secrets, binding.config, prefix)
+        return _convert(provided.item.config_type, config, prefix)
+
+    def secrets_in(self, binding: SourceBinding | ChannelBinding) -> frozenset[str]:
+        """The binding's secret fields: those its plugin declares or, when the plugin is
+        not loaded, those holding sealed values."""
+        kind: Kind = (
+            "metric_sources" if isinstance(binding, SourceBinding) else "notification_channels"
+        )
+        provided = self.provided[kind].get(binding.plugin)
+        if provided is not None:
+            return provided.secrets
+        return frozenset(key for key, value in binding.config.items() if is_sealed(value))
+
+    def reseal(self, binding: Binding) -> Binding:
+        """The binding with every secret sealed under the current key (for rotation); values
+        recorded in plain text before sealing existed are sealed too."""
+        secrets = self.secrets_in(binding)
+        prefix = "source.config" if isinstance(binding, SourceBinding) else "channel.config"
+        opened = self._opened(binding.plugin, secrets, binding.config, prefix)
+        config = self._sealed(binding.plugin, secrets, opened, prefix)
+        return type(binding)(plugin=binding.plugin, config=config)
+
+    def _validated(
+        self,
+        provided: Provided,
+        config: Any,
+        prefix: str,
+        previous: SourceBinding | ChannelBinding | None,
+    ) -> dict[str, Any]:
+        if not isinstance(config, dict):
+            raise DomainError(prefix, "must be an object")
+        config = dict(config)
+        name = provided.item.name
+        if previous is not None and previous.plugin == name:
+            for key in provided.secrets:
+                if config.get(key) == REDACTED and key in previous.config:
+                    kept = previous.config[key]
+                    config[key] = self.keyring.open(kept, f"{name}.{key}", field=f"{prefix}.{key}")
+        config_type = provided.item.config_type
+        fields = [f.encode_name for f in msgspec.structs.fields(config_type)]
+        for key in config:
+            if key not in fields:
+                raise DomainError(
+                    f"{prefix}.{key}",
+                    f"is not a field of {provided.item.name!r} ({', '.join(fields)})",
+                )
+        normal = msgspec.to_builtins(_convert(config_type, config, prefix))
+        return self._sealed(name, provided.secrets, normal, prefix)
+
+    def _sealed(
+        self, plugin: str, secrets: frozenset[str], config: dict[str, Any], prefix: str
+    ) -> dict[str, Any]:
+        """`config` with each secret value sealed (None and "" hold nothing to hide)."""
+        return {
+            key: self.keyring.seal(value, f"{plugin}.{key}", field=f"{prefix}.{key}")
+            if key in secrets and value not in (None, "")
+            else value
+            for key, value in config.items()
+        }
+
+    def _opened(
+        self, plugin: str, secrets: frozenset[str], config: dict[str, Any], prefix: str
+    ) -> dict[str, Any]:
+        """`config` with its sealed secrets opened (`<plugin>.<field>` is bound into each
+        seal); values recorded before sealing existed (plain text) pass as they are."""
+        return {
+            key: self.keyring.open(value, f"{plugin}.{key}", field=f"{prefix}.{key}")
+            if key in secrets
+            else value
+            for key, value in config.items()
+        }
 
     def _get(self, kind: Kind, name: str, field: str) -> Provided:
         try:
@@ -184,29 +264,6 @@ class Catalogue:
         except KeyError:
             known = ", ".join(sorted(self.provided[kind])) or "none"
             raise DomainError(field, f"no {LABELS[kind]} named {name!r}; known: {known}") from None
-
-
-def _validated(
-    provided: Provided,
-    config: Any,
-    prefix: str,
-    previous: SourceBinding | ChannelBinding | None,
-) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise DomainError(prefix, "must be an object")
-    config = dict(config)
-    if previous is not None and previous.plugin == provided.item.name:
-        for key in provided.secrets:
-            if config.get(key) == REDACTED and key in previous.config:
-                config[key] = previous.config[key]
-    config_type = provided.item.config_type
-    fields = [f.encode_name for f in msgspec.structs.fields(config_type)]
-    for key in config:
-        if key not in fields:
-            raise DomainError(
-                f"{prefix}.{key}", f"is not a field of {provided.item.name!r} ({', '.join(fields)})"
-            )
-    return msgspec.to_builtins(_convert(config_type, config, prefix))
 
 
 def _convert(config_type: type[msgspec.Struct], config: dict[str, Any], prefix: str) -> Any:

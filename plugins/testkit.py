@@ -20,6 +20,7 @@ import msgspec
 
 from goalledger.core.kpis import Reading, thresholds_for
 from goalledger.core.ledger import Ledger
+from goalledger.core.secrets import Keyring, new_key
 from goalledger.core.settings import Settings
 from goalledger.plugins.catalogue import ChannelBinding
 from goalledger.plugins.contracts import Notification
@@ -138,6 +139,8 @@ class SourceHarness:
         self.registry: PluginRegistry = load_plugins(
             extra=[*plugins, ("goalledger.testing", capture)]
         )
+        # Secrets are sealed as a server seals them, here with a throwaway key.
+        self.registry.keyring = Keyring.parse(new_key())
         self.ledger = Ledger(Settings(database_url=f"sqlite:///{directory}/ledger.db"))
         self.runner = SourceRunner(self.ledger, self.registry, timeout=10.0)
         self.sender = Sender(self.registry, timeout=10.0)

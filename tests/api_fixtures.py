@@ -14,6 +14,7 @@ from uuid import UUID
 
 import httpx
 import pytest
+from conftest import TEST_SECRET_KEY
 from litestar.testing import TestClient
 
 from goalledger.api.app import create_app
@@ -129,4 +130,4 @@ def store_api_fixture(settings: Settings) -> Iterator[Api]:
 def sqlite_api_fixture(sqlite_url: str) -> Iterator[Api]:
     """The API over a whole system on SQLite only (for tests that do not touch storage
     differences, such as the role matrix)."""
-    yield from _api(Settings(database_url=sqlite_url))
+    yield from _api(Settings(database_url=sqlite_url, secret_key=TEST_SECRET_KEY))

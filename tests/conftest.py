@@ -17,6 +17,12 @@ import pytest
 from goalledger.core.ledger import Ledger
 from goalledger.core.settings import Settings
 
+# Plugin-config secrets are stored encrypted, and refused where no key is set: the suite
+# runs with this test key (in the environment too, for server subprocesses). The tests
+# of running without a key (tests/test_secrets*.py) take it away.
+TEST_SECRET_KEY = "dGVzdC1zZWNyZXQta2V5LW9mLTMyLWJ5dGVzLS0tLS0="
+os.environ.setdefault("GOALLEDGER_SECRET_KEY", TEST_SECRET_KEY)
+
 POSTGRES_ADMIN = os.environ.get(
     "GOALLEDGER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -74,7 +80,7 @@ def database_url(request) -> str:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url)
+    return Settings(database_url=database_url, secret_key=TEST_SECRET_KEY)
 
 
 @pytest.fixture

@@ -58,7 +58,8 @@ def test_secrets_are_never_shown_and_survive_an_update(api: Api) -> None:
     assert response.status_code == 200, response.text
     stored = api.system.ledger.load(__import__("uuid").UUID(kpi["id"]), Kpi)
     assert stored.source is not None
-    assert stored.source.config["token"] == SECRET
+    assert stored.source.config["token"].startswith("enc:v1:")  # sealed in the ledger
+    assert api.system.plugins.config_of(stored.source).token == SECRET
     assert stored.source.config["pointer"] == "/data/n"
 
     unbound = api.patch(f"/v1/kpis/{kpi['id']}", json={"source": None})

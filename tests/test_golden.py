@@ -28,6 +28,7 @@ from goalledger.core.kpis import Kpi, Reading, Thresholds, reading_key
 from goalledger.core.ledger import Ledger
 from goalledger.core.model import LedgerAggregate
 from goalledger.core.objectives import KeyResult, Objective
+from goalledger.core.secrets import Keyring
 from goalledger.core.subscriptions import Channel, Subscription
 from goalledger.core.teams import Team
 from goalledger.core.tokens import Token
@@ -78,9 +79,9 @@ def test_golden_log_replays_in_order_with_its_actors(golden: Ledger) -> None:
     assert [position for position, _ in events] == [row["position"] for row in ROWS]
     assert [get_topic(type(event)) for _, event in events] == [row["topic"] for row in ROWS]
     actors = "founder founder cto ceo ceo cto cto ceo cto cto sre bob bob ceo ceo bob sre sre"
-    actors += " sre sre sre sre admin admin admin ceo admin admin"
+    actors += " sre sre sre sre admin admin admin ceo admin admin admin cli:ops"
     assert [event.actor for _, event in events] == actors.split()
-    assert golden.head_position() == 28
+    assert golden.head_position() == 30
 
 
 def test_golden_teams_and_cycle(golden: Ledger) -> None:
@@ -159,6 +160,16 @@ def test_golden_subscription_keeps_its_channel(golden: Ledger) -> None:
         {"url": "https://hooks.example.com/goalledger", "secret": "golden-webhook-secret-01",
          "timeout": 10.0},
     )  # fmt: skip
+
+
+def test_golden_sealed_secret_opens_with_its_key(golden: Ledger) -> None:
+    """The enc:v1 format of sealed plugin secrets must open forever (docs/secrets.md)."""
+    subscription = golden.load(golden_id(13), Subscription)
+    expect(subscription, alert_kinds=["cycle_ending"], deleted=False, version=2)
+    sealed = subscription.channel.config["secret"]
+    assert sealed.startswith("enc:v1:") and "golden-webhook-secret-02" not in sealed
+    keyring = Keyring.parse("Z29sZGVuLXNlY3JldC1rZXktb2YtMzItYnl0ZXMtLS0=")
+    assert keyring.open(sealed, "webhook.secret", field="secret") == "golden-webhook-secret-02"
 
 
 def core_event_classes() -> set[type]:

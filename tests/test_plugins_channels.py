@@ -19,6 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from goalledger.core.secrets import Keyring, new_key
 from goalledger.plugins import ChannelError, Notification, hookimpl
 from goalledger.plugins.catalogue import ChannelBinding
 from goalledger.plugins.channels import (
@@ -259,6 +260,7 @@ def test_webhook_failures_are_reported_not_raised() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     registry = load_plugins(entry_points_=[])
+    registry.keyring = Keyring.parse(new_key())  # the secret is sealed, as the server does
     binding = registry.validate_channel(
         "webhook", {"url": f"http://127.0.0.1:{port}/", "secret": SECRET}
     )

@@ -10,6 +10,7 @@ import pytest
 
 from goalledger.core.errors import DomainError
 from goalledger.core.kpis import SourceBinding
+from goalledger.core.secrets import Keyring, new_key
 from goalledger.plugins import Secret, hookimpl
 from goalledger.plugins.catalogue import ChannelBinding
 from goalledger.plugins.contracts import REDACTED, secret_fields
@@ -45,7 +46,9 @@ class DeclaredPlugin:
 
 @pytest.fixture(scope="module")
 def registry() -> PluginRegistry:
-    return load_plugins(entry_points_=[], extra=[("declared", DeclaredPlugin())])
+    loaded = load_plugins(entry_points_=[], extra=[("declared", DeclaredPlugin())])
+    loaded.keyring = Keyring.parse(new_key())  # secrets are sealed as they are validated
+    return loaded
 
 
 def refusal(call) -> tuple[str, str]:
@@ -150,9 +153,9 @@ def test_an_echoed_mask_keeps_the_previous_secret(registry: PluginRegistry) -> N
     before = registry.validate_source("http-json", {"url": "http://x/", "token": "s3cr3t"})
     echoed = dict(registry.redact(before).config, url="http://y/")
     after = registry.validate_source("http-json", echoed, previous=before)
-    assert after.config["token"] == "s3cr3t"
+    assert registry.config_of(after).token == "s3cr3t"
     assert after.config["url"] == "http://y/"
     replaced = registry.validate_source("http-json", dict(echoed, token="new"), previous=before)
-    assert replaced.config["token"] == "new"
+    assert registry.config_of(replaced).token == "new"
     # Without a previous binding the mask is just a (wrong) token: it is kept as given.
-    assert registry.validate_source("http-json", echoed).config["token"] == REDACTED
+    assert registry.config_of(registry.validate_source("http-json", echoed)).token == REDACTED

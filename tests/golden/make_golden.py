@@ -20,6 +20,7 @@ import base64
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
@@ -158,6 +159,33 @@ def record_additions(ledger: Ledger) -> dict[str, object]:
     return {"subscription": subscription}
 
 
+GOLDEN_SECRET_KEY = "Z29sZGVuLXNlY3JldC1rZXktb2YtMzItYnl0ZXMtLS0="  # a test key, not a real one
+
+
+def record_channel_change(ledger: Ledger) -> dict[str, object]:
+    """A subscription whose webhook secret is sealed (enc:v1), then re-sealed (id 13 on)."""
+    from goalledger.core.secrets import Keyring
+
+    keyring = Keyring.parse(GOLDEN_SECRET_KEY)
+
+    def channel() -> Channel:
+        sealed = keyring.seal("golden-webhook-secret-02", "webhook.secret", field="secret")
+        return Channel("webhook", {"url": "https://hooks.example.com/sealed", "secret": sealed})
+
+    subscription = ledger.subscribe(
+        alert_kinds=["cycle_ending"], team_ids=[], channel=channel(), actor="admin"
+    ).id
+    loaded = ledger.load(subscription, subscriptions.Subscription)
+    loaded.change_channel(channel(), actor="cli:ops", reason="secrets re-sealed")
+    ledger.record(loaded)
+    return {"subscription": subscription}
+
+
+# Later additions in the order they were made: the first id each numbers from, and its
+# commands. `--append` runs those whose first id the file does not hold yet.
+ADDITIONS = [(12, record_additions), (13, record_channel_change)]
+
+
 def rows_of(ledger: Ledger, after: int = 0) -> list[dict[str, object]]:
     return [
         {
@@ -172,10 +200,18 @@ def rows_of(ledger: Ledger, after: int = 0) -> list[dict[str, object]]:
 
 
 def append() -> None:
-    """Append rows for `record_additions`, leaving the committed rows untouched."""
+    """Append rows for the pending `ADDITIONS`, leaving the committed rows untouched."""
+    held = {json.loads(line)["originator_id"] for line in OUTPUT.read_text().splitlines()}
+    for first, record in ADDITIONS:
+        if f"00000000-0000-4000-8000-{first:012d}" not in held:
+            append_one(first, record)
+
+
+def append_one(first: int, record: Callable[[Ledger], dict[str, object]]) -> None:
+    """Append the rows `record` writes, its ids numbered from `first`."""
     existing = OUTPUT.read_text()
     rows = [json.loads(line) for line in existing.splitlines()]
-    with tempfile.TemporaryDirectory() as tmp, fixed_ids(first=12):
+    with tempfile.TemporaryDirectory() as tmp, fixed_ids(first=first):
         ledger = Ledger(Settings(database_url=f"sqlite:///{tmp}/golden.db"))
         try:
             ledger.recorder.insert_events(
@@ -189,7 +225,7 @@ def append() -> None:
                     for r in rows
                 ]
             )
-            names = record_additions(ledger)
+            names = record(ledger)
             added = rows_of(ledger, after=rows[-1]["position"])
         finally:
             ledger.close()
