@@ -12,11 +12,10 @@ from __future__ import annotations
 from goalledger.core.ledger_access import AccessCommands
 from goalledger.core.ledger_base import UNCHANGED, LedgerBase, Unchanged, Written
 from goalledger.core.ledger_goals import MAX_ALIGNMENT_DEPTH, GoalCommands
-from goalledger.core.ledger_kpis import READING_CHUNK, KpiCommands, ReadingInput, ReadingsWritten
+from goalledger.core.ledger_kpis import KpiCommands, ReadingInput, ReadingsWritten
 
 __all__ = [
     "MAX_ALIGNMENT_DEPTH",
-    "READING_CHUNK",
     "UNCHANGED",
     "Ledger",
     "LedgerBase",

@@ -18,10 +18,12 @@ from eventsourcing.persistence import IntegrityError, Mapper, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import Environment
 
+from goalledger.core.aggregate_cache import LogTailCache
 from goalledger.core.errors import Conflict, NotFound
 from goalledger.core.mapper import MsgspecMapper
 from goalledger.core.model import LedgerAggregate
 from goalledger.core.settings import Settings
+from goalledger.core.sqlite_writer import SQLiteWriter
 
 A = TypeVar("A", bound=LedgerAggregate)
 
@@ -51,9 +53,32 @@ class LedgerBase(Application[UUID]):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         storage = self.settings.storage()
-        super().__init__(env=storage.eventsourcing_env(self.settings))
+        env = storage.eventsourcing_env(self.settings)
+        self._cache: LogTailCache | None = None
+        self._writer: SQLiteWriter | None = None
+        if storage.kind == "sqlite":
+            # On SQLite the ledger keeps its own cache, fresh from the log's tail.
+            env = {k: v for k, v in env.items() if k not in _EVENTSOURCING_CACHE_KEYS}
+        super().__init__(env=env)
         if storage.kind == "sqlite":
             _set_sqlite_synchronous(self, self.settings.sqlite_synchronous)
+            table = self.recorder.events_table_name  # type: ignore[attr-defined]
+            self._writer = SQLiteWriter(storage.path, table, self.settings.sqlite_synchronous)
+            if self.settings.aggregate_cache_size > 0:
+                self._cache = LogTailCache(
+                    storage.path,
+                    table,
+                    self.mapper.to_domain_event,
+                    self.settings.aggregate_cache_size,
+                )
+
+    def close(self) -> None:
+        """Close the store and the ledger's own SQLite connections."""
+        if self._cache is not None:
+            self._cache.close()
+        if self._writer is not None:
+            self._writer.close()
+        super().close()
 
     def construct_env(self, name: str, env: Any = None) -> Any:
         """Only the environment goalledger derives from its settings.
@@ -73,10 +98,17 @@ class LedgerBase(Application[UUID]):
 
     def load(self, aggregate_id: UUID, kind: type[A], field: str = "id") -> A:
         """The current state of one aggregate of the given kind, or `NotFound` naming `field`."""
-        try:
-            aggregate = self.repository.get(aggregate_id, projector_func=_replay)
-        except AggregateNotFoundError:
-            raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}") from None
+        cache = self._cache
+        aggregate, seen = None, 0
+        if cache is not None:
+            aggregate, seen = cache.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = self.repository.get(aggregate_id, projector_func=_replay)
+            except AggregateNotFoundError:
+                raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}") from None
+            if cache is not None:
+                cache.loaded(aggregate, seen)
         if not isinstance(aggregate, kind):
             raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}")
         return aggregate
@@ -132,30 +164,45 @@ class LedgerBase(Application[UUID]):
 
     # -- writing ---------------------------------------------------------------------
 
-    def record(self, *aggregates: LedgerAggregate, events: Sequence[Any] = ()) -> int:
-        """Save the aggregates' pending events (and any given events) atomically.
+    def record(self, *aggregates: LedgerAggregate) -> int:
+        """Save the aggregates' pending events atomically; return the last one's position.
 
         A stale version is a `Conflict` and nothing is recorded. This is
         `Application.save` without its per-object protocol checks, which cost as
-        much as the insert itself (bench/profile_append.py).
+        much as the insert itself (bench/profile_append.py); on SQLite, through the
+        ledger's own write connection (`SQLiteWriter`).
         """
-        processing = ProcessingEvent[UUID]()
+        events: list[Any] = []
         for aggregate in aggregates:
-            processing.events.extend(aggregate.collect_events())
-            processing.aggregates[aggregate.id] = aggregate
-        processing.events.extend(events)
+            events.extend(aggregate.collect_events())
+        if not events:
+            return self.head_position()
         try:
-            recordings = self._record(processing)
+            if self._writer is not None:
+                first, last = self._writer.insert(
+                    [
+                        (s.originator_id.hex, s.originator_version, s.topic, s.state)
+                        for s in map(self.mapper.to_stored_event, events)
+                    ]
+                )
+                self._appended(first, last, aggregates)
+                return last
+            processing = ProcessingEvent[UUID]()
+            processing.events.extend(events)
+            return max(r.notification.id for r in self._record(processing))
         except IntegrityError as error:
-            ids = ", ".join(str(a.id) for a in aggregates) or "an event"
+            ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(
                 f"{ids} changed since it was read; reload and try again",
-                aggregate_id=aggregates[0].id if aggregates else None,
+                aggregate_id=aggregates[0].id,
             ) from error
-        self._notify(recordings)
-        if not recordings:
-            return self.head_position()
-        return max(r.notification.id for r in recordings)
+
+    def _appended(
+        self, first: int | None, last: int | None, aggregates: Sequence[LedgerAggregate] = ()
+    ) -> None:
+        """Tell the cache about rows this process just committed."""
+        if self._cache is not None and first is not None and last is not None:
+            self._cache.saved(aggregates, first, last)
 
     def _written(self, aggregate: LedgerAggregate) -> Written:
         position = self.record(aggregate)
@@ -170,6 +217,12 @@ class LedgerBase(Application[UUID]):
                 aggregate_id=aggregate_id,
             )
         return aggregate
+
+
+# eventsourcing's per-use cache; on SQLite the ledger has its own (`LogTailCache`).
+_EVENTSOURCING_CACHE_KEYS = frozenset(
+    {"AGGREGATE_CACHE_MAXSIZE", "AGGREGATE_CACHE_FASTFORWARD", "DEEPCOPY_FROM_AGGREGATE_CACHE"}
+)
 
 
 def _replay(aggregate: Any, events: Iterable[Any]) -> Any:

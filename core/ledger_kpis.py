@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.persistence import IntegrityError
-from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from goalledger.core.errors import Conflict, DomainError, require
+from goalledger.core.errors import DomainError, require
+from goalledger.core.first_events import append_first_events
 from goalledger.core.kpis import Kpi, Reading, SourceBinding, Thresholds, reading_key
 from goalledger.core.ledger_base import UNCHANGED, LedgerBase, Unchanged, Written
 from goalledger.core.model import non_blank, utc_now
+from goalledger.core.reading_rows import RECORDED_TOPIC, ReadingInput, reading_rows
 from goalledger.core.teams import Team
-
-# eventsourcing's PostgreSQL recorder stalls on very large single saves; readings are
-# idempotent, so a big batch is saved in chunks and a retry after a crash is safe.
-READING_CHUNK = 5000
-
-
-class ReadingInput(msgspec.Struct, frozen=True):
-    """One reading to record for a KPI."""
-
-    kpi_id: UUID
-    reading_id: str
-    value: Decimal
-    observed_at: datetime
 
 
 class ReadingsWritten(msgspec.Struct, frozen=True):
@@ -158,86 +145,36 @@ class KpiCommands(LedgerBase):
 
         A reading whose id is already recorded is reported as a duplicate and
         records nothing, whatever its value: a different value needs a correction.
-        Large batches are saved in chunks; a retry after a crash is safe because
-        readings are idempotent.
+        The new readings commit together in one transaction, or none do.
         """
         source = non_blank(source, "source", max_length=200)
-        known_kpis: set[UUID] = set()
-        fresh: dict[UUID, Reading.Recorded] = {}
-        repeats: list[str] = []
-        now = utc_now()
-        for index, item in enumerate(readings):
-            if item.kpi_id not in known_kpis:
-                self.load(item.kpi_id, Kpi, f"readings[{index}].kpi_id")
-                known_kpis.add(item.kpi_id)
-            try:
-                event = Reading.observed(
-                    kpi_id=item.kpi_id,
-                    reading_id=item.reading_id,
-                    value=item.value,
-                    observed_at=item.observed_at,
-                    source=source,
-                    actor=actor,
-                    now=now,
-                )
-            except DomainError as error:
-                raise DomainError(f"readings[{index}].{error.field}", error.message) from None
-            if event.originator_id in fresh:
-                repeats.append(event.reading_id)  # a repeat inside one batch counts once
-            else:
-                fresh[event.originator_id] = event
-        recorded: list[str] = []
-        duplicates: list[str] = []
-        position: int | None = None
-        batch = list(fresh.values())
-        for start in range(0, len(batch), READING_CHUNK):
-            saved, held, chunk_position = self._save_new_readings(
-                batch[start : start + READING_CHUNK]
+
+        def kpi_seen(kpi_id: UUID, index: int) -> None:
+            self.load(kpi_id, Kpi, f"readings[{index}].kpi_id")
+
+        mapper = self.mapper
+        batch = reading_rows(
+            readings,
+            source=source,
+            actor=actor,
+            now=utc_now(),
+            seal=mapper.seal if (mapper.compressor or mapper.cipher) else None,  # type: ignore[attr-defined]
+            kpi_seen=kpi_seen,
+        )
+        store = self._writer or self.recorder
+        appended = append_first_events(store, RECORDED_TOPIC, batch.keys, batch.states)
+        self._appended(appended.first, appended.last)
+        if not appended.skipped:
+            return ReadingsWritten(
+                recorded=batch.reading_ids, duplicates=batch.repeats, position=appended.last
             )
-            recorded += saved
-            duplicates += held
-            position = chunk_position or position
-        duplicates += repeats
-        return ReadingsWritten(recorded=recorded, duplicates=duplicates, position=position)
-
-    def _save_new_readings(
-        self, chunk: list[Reading.Recorded]
-    ) -> tuple[list[str], list[str], int | None]:
+        recorded: list[str] = []
         held: list[str] = []
-        while chunk:
-            try:
-                position = self._append(chunk)
-            except Conflict:
-                # Some readings were held already (or arrived concurrently): drop those.
-                existing = self._existing(e.originator_id for e in chunk)
-                held += [e.reading_id for e in chunk if e.originator_id in existing]
-                chunk = [e for e in chunk if e.originator_id not in existing]
-                continue
-            return [e.reading_id for e in chunk], held, position
-        return [], held, None
-
-    def _append(self, events: Sequence[Any]) -> int:
-        """Save first events of new aggregates (no aggregate objects to update).
-
-        On SQLite one `executemany` in one transaction: eventsourcing's own insert runs
-        one statement per row to collect row ids we do not need. Elsewhere, `record`.
-        """
-        recorder = self.recorder
-        if not isinstance(recorder, SQLiteApplicationRecorder):
-            return self.record(events=events)
-        stored = [self.mapper.to_stored_event(event) for event in events]
-        rows = [(s.originator_id.hex, s.originator_version, s.topic, s.state) for s in stored]
-        try:
-            with recorder.datastore.transaction(commit=True) as cursor:
-                cursor.executemany(recorder.insert_events_statement, rows)
-                cursor.execute(f"SELECT max(rowid) FROM {recorder.events_table_name}")
-                return int(cursor.fetchone()[0])
-        except IntegrityError as error:
-            raise Conflict("some of these events are recorded already") from error
-
-    def _existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
-        """Which of these aggregate ids have events in the ledger."""
-        return {i for i in aggregate_ids if self.recorder.select_events(i, limit=1)}
+        for key, reading_id in zip(batch.keys, batch.reading_ids, strict=True):
+            (held if key in appended.skipped else recorded).append(reading_id)
+        return ReadingsWritten(
+            recorded=recorded, duplicates=held + batch.repeats, position=appended.last
+        )
 
     def correct_reading(
         self, kpi_id: UUID, reading_id: str, *, value: Decimal, reason: str, actor: str

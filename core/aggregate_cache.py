@@ -1,0 +1,133 @@
+"""Aggregates kept in memory between commands, kept current by tailing the SQLite log.
+
+eventsourcing's own cache fast-forwards a cached aggregate with a query per use (a
+check-in uses two aggregates: two queries, each a pooled BEGIN/SELECT/ROLLBACK). On
+SQLite the log says at once whether anything changed: its rowids are the notification
+ids, handed out in commit order (one writer at a time, each new row max(rowid) + 1). So
+one `max(rowid)` per use tells whether any thread or process has written since, and
+the rows after the last position seen are exactly what changed; the cache applies
+those to the aggregates it holds. Commands get copies; the cached aggregates change
+only here, under a lock. A stale write is still refused by the store's unique
+(aggregate id, version) key, whatever the cache held.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+
+from goalledger.core.model import LedgerAggregate
+
+# Beyond this many new rows since the last use, dropping the cache is cheaper than
+# reading them all (a bulk import by another process, say).
+CATCH_UP_ROWS = 5000
+
+
+class LogTailCache:
+    """An LRU cache of aggregates by id, brought up to date from the log on each use."""
+
+    def __init__(
+        self,
+        path: str,
+        table: str,
+        to_domain_event: Callable[[StoredEvent], Any],
+        maxsize: int,
+    ) -> None:
+        # A connection of its own, used only under the lock: reads need no pool.
+        self._connection = sqlite3.connect(
+            path, uri=True, check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._head_sql = f"SELECT max(rowid) FROM {table}"
+        self._tail_sql = (
+            "SELECT originator_id, originator_version, topic, state"
+            f" FROM {table} WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
+        )
+        self._to_domain_event = to_domain_event
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+        self._aggregates: OrderedDict[str, LedgerAggregate] = OrderedDict()
+        self._position = self._head()
+
+    def get(self, aggregate_id: UUID) -> tuple[LedgerAggregate | None, int]:
+        """A copy of the aggregate as the log has it now, or None when it is not cached,
+        with the position the cache reflects (for `loaded`)."""
+        key = aggregate_id.hex
+        with self._lock:
+            self._catch_up()
+            cached = self._aggregates.get(key)
+            if cached is None:
+                return None, self._position
+            self._aggregates.move_to_end(key)
+            return cached.__deepcopy__({}), self._position
+
+    def loaded(self, aggregate: LedgerAggregate, seen: int) -> None:
+        """Keep an aggregate read from the store after the cache reflected `seen`.
+
+        If the cache has moved on since, events it applied meanwhile may be missing from
+        `aggregate` (it was read before they committed), so it is not kept.
+        """
+        with self._lock:
+            if self._position == seen:
+                self._keep(aggregate.id.hex, aggregate.__deepcopy__({}))
+
+    def saved(self, aggregates: Iterable[LedgerAggregate], first: int, last: int) -> None:
+        """This process committed rows `first`..`last`, holding the aggregates' new events.
+
+        Cached aggregates take their saved state; when no one wrote between the position
+        the cache reflects and `first`, the cache now reflects `last`.
+        """
+        with self._lock:
+            for aggregate in aggregates:
+                key = aggregate.id.hex
+                cached = self._aggregates.get(key)
+                if cached is not None and cached.version < aggregate.version:
+                    self._aggregates[key] = aggregate.__deepcopy__({})
+            if first == self._position + 1:
+                self._position = last
+
+    def close(self) -> None:
+        """Close the cache's connection."""
+        with self._lock:
+            self._aggregates.clear()
+            self._connection.close()
+
+    def _head(self) -> int:
+        return self._connection.execute(self._head_sql).fetchone()[0] or 0
+
+    def _catch_up(self) -> None:
+        head = self._head()
+        if head == self._position:
+            return
+        if not self._aggregates or not 0 < head - self._position <= CATCH_UP_ROWS:
+            self._aggregates.clear()
+            self._position = head
+            return
+        rows = self._connection.execute(self._tail_sql, (self._position, head)).fetchall()
+        for hex_id, version, topic, state in rows:
+            cached = self._aggregates.get(hex_id)
+            if cached is None or version <= cached.version:
+                continue  # not cached, or its state already holds this event
+            if version == cached.version + 1:
+                try:
+                    event = self._to_domain_event(StoredEvent(hex_id, version, topic, state))
+                    event.mutate(cached)
+                    continue
+                except Exception:  # an event it cannot apply: forget the aggregate
+                    pass
+            del self._aggregates[hex_id]
+        self._position = head
+
+    def _keep(self, key: str, aggregate: LedgerAggregate) -> None:
+        cached = self._aggregates.get(key)
+        if cached is not None and cached.version >= aggregate.version:
+            return
+        self._aggregates[key] = aggregate
+        self._aggregates.move_to_end(key)
+        while len(self._aggregates) > self._maxsize:
+            self._aggregates.popitem(last=False)
