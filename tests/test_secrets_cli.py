@@ -4,6 +4,7 @@ secret in use from key A to key B, after which B alone fetches and delivers."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from uuid import UUID
 
 import pytest
 from test_api_serve import serving
-from test_secrets import TOKEN, deliver, hook_for, source_for, upstream  # noqa: F401
+from test_secrets import HOOK_SECRET, TOKEN, deliver, hook_for, source_for, upstream  # noqa: F401
 
 from goalledger.api.bootstrap import bootstrap
 from goalledger.core.kpis import Kpi, thresholds_for
@@ -25,6 +26,7 @@ from goalledger.plugins.testkit import LocalServer
 KEY_A, KEY_B = new_key(), new_key()
 ID_A, ID_B = Keyring.parse(KEY_A).current_id, Keyring.parse(KEY_B).current_id
 RUN_SECONDS = 60
+pytestmark = pytest.mark.slow  # real subprocesses, several per test
 
 
 def goalledger(database_url: str, *args: str, keys: dict[str, str]) -> subprocess.CompletedProcess:
@@ -65,6 +67,13 @@ def test_serve_and_worker_refuse_to_start_without_the_key(
             assert line.startswith(f"error: {KEY_VARIABLE}: ")
             assert f"encrypted under key {ID_A}" in line and "refusing to start" in line
             assert KEY_A not in line and "Traceback" not in refused.stderr
+    # Reading needs no key: an auditor exports the ledger, and no secret is in it.
+    exported = goalledger(database_url, "audit", "export", "--catch-up", keys={})
+    assert exported.returncode == 0, exported.stderr
+    states = [base64.b64decode(json.loads(line)["state"]) for line in exported.stdout.splitlines()]
+    assert len(states) == 2 and all(b"enc:v1:" + ID_A.encode() in state for state in states)
+    for secret in (TOKEN, HOOK_SECRET):
+        assert secret not in exported.stdout and not any(secret.encode() in s for s in states)
     malformed = goalledger(database_url, "worker", keys={KEY_VARIABLE: "too-short"})
     assert malformed.returncode == 2
     assert malformed.stderr.startswith(f"error: {KEY_VARIABLE}: must be 32 random bytes")
