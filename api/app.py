@@ -23,6 +23,7 @@ from goalledger.api.http_limits import (
     on_recursion,
 )
 from goalledger.api.problems import EXCEPTION_HANDLERS
+from goalledger.api.read_cache import ReadCache, ReadCacheMiddleware
 from goalledger.api.routes_alerts import AlertController, SubscriptionController
 from goalledger.api.routes_audit import AuditController
 from goalledger.api.routes_chain import ChainController
@@ -64,6 +65,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
     idempotency.setup()
     metrics = LedgerMetrics(system)
     settings = system.settings
+    read_cache = ReadCache.for_store(system.store)
 
     async def wake_projector(request: Request) -> None:
         # A write just landed: let the embedded projector pick it up without polling delay.
@@ -105,6 +107,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
                 authenticator, settings.write_rate, settings.write_burst
             ),
             IdempotencyMiddleware.define(idempotency, authenticator),
+            ReadCacheMiddleware.define(read_cache, authenticator),
         ],
         request_max_body_size=settings.max_body_bytes,
         before_send=[security_headers],
@@ -114,6 +117,12 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
         plugins=list(OPENAPI_PLUGINS),
         openapi_config=openapi,
         after_response=wake_projector,
-        state=State({"system": system, "authenticator": authenticator}),
+        state=State(
+            {
+                "system": system,
+                "authenticator": authenticator,
+                "read_cache": read_cache,
+            }
+        ),
         debug=debug,
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from uuid import UUID
 
 import anyio.to_thread
@@ -28,7 +29,8 @@ from goalledger.core.teams import Team
 from goalledger.core.tokens import Token, hash_secret
 
 # How long an authenticated token is trusted without asking the ledger again: a
-# revocation takes effect within this many seconds, in every process.
+# revocation made in another process takes effect within this many seconds (one made
+# through this process's API at once); an expiring token is never trusted past its end.
 TOKEN_CACHE_SECONDS = 1.0
 MAX_TEAM_DEPTH = 64
 # Which roles may do what. Each route names one of these abilities.
@@ -77,13 +79,16 @@ class Authenticator:
         if hit:
             return principal
         token: Token | None = self.ledger.authenticate(secret)
-        principal = None
+        trusted_for, principal = self.ttl, None
         if token is not None:
             principal = Principal(token.id, token.name, token.role, token.team_id)
+            if token.expires_at is not None:  # an expiring token is not trusted past its end
+                left = (token.expires_at - datetime.now(UTC)).total_seconds()
+                trusted_for = min(trusted_for, left)
         with self._lock:
             if len(self._cache) > 10_000:  # bound memory against floods of bad secrets
                 self._cache.clear()
-            self._cache[hash_secret(secret)] = (time.monotonic() + self.ttl, principal)
+            self._cache[hash_secret(secret)] = (time.monotonic() + trusted_for, principal)
         return principal
 
     def forget(self, token_id: UUID) -> None:

@@ -145,8 +145,11 @@ class IdempotencyMiddleware:
             return
         headers = Headers.from_scope(scope)
         key = headers.get("idempotency-key")
+        if key is None:  # most writes: nothing to read, hash or store
+            await self.app(scope, receive, send)
+            return
         principal = await self._principal(headers.get("authorization"))
-        if key is None or principal is None:  # no key, or the app will answer 401
+        if principal is None:  # the app will answer 401
             await self.app(scope, receive, send)
             return
         if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isprintable():

@@ -8,7 +8,11 @@ median of --repeat runs of --duration seconds each, repeats interleaved):
   for the issue's 1M) events:
     * GET /v1/scoreboard (the demo's current cycle) and GET /v1/kpis/{id}/history (a
       demo KPI with 90 readings), both the same data in both ledgers: the extra events
-      are readings of filler KPIs that nothing reads;
+      are readings of filler KPIs that nothing reads. Repeating one request, these are
+      answered from the read cache (api/read_cache.py) after the first;
+    * the same two reads at 1 connection with a different `as_of` (scoreboard) or `to`
+      (history) on every request, so that every answer is computed: what a miss costs,
+      and whether *that* depends on the ledger's length;
     * the baseline: bench/trivial_app.py served by uvicorn the way `goalledger serve`
       serves the API (`GET /` from the event loop, `GET /sync` from the thread pool).
   writes, on the small ledger after the reads:
@@ -93,6 +97,15 @@ request = function()
   i = i + 1
   local body = string.format('{"value": %%d, "confidence": 0.7, "note": "bench"}', i %% 100)
   return wrk.format(nil, paths[(i %% #paths) + 1], nil, body)
+end
+"""
+# Every request a different moment, so no answer is reused: what computing one costs.
+DISTINCT_MOMENT_LUA = """
+local i = 0
+request = function()
+  i = i + 1
+  local at = os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", %(now)d - i)
+  return wrk.format(nil, "%(path)s?%(param)s=" .. at)
 end
 """
 BATCH_LUA = """
@@ -356,6 +369,7 @@ def read_scenarios(trivial: Server, ledgers: list[Server], connections: int) -> 
         Scenario("trivial-sync", "trivial `GET /sync` (thread pool)", trivial, "/sync",
                  connections),
     ]  # fmt: skip
+    now = int(time.time())
     for server in ledgers:
         history = f"/v1/kpis/{server.facts['demo_kpi']}/history"
         # One connection: latency without queueing; at 32, p50 ≈ 32 / throughput.
@@ -366,6 +380,14 @@ def read_scenarios(trivial: Server, ledgers: list[Server], connections: int) -> 
                 Scenario(f"{server.name}-history{suffix}", "`GET /v1/kpis/{id}/history`",
                          server, history, n),
             ]  # fmt: skip
+        # The same reads, each for another moment: every answer computed, none reused.
+        computed = (("scoreboard", "/v1/scoreboard", "/v1/scoreboard", "as_of"),
+                    ("history", history, "/v1/kpis/{id}/history", "to"))  # fmt: skip
+        for kind, path, shown, param in computed:
+            script = DISTINCT_MOMENT_LUA % {"now": now, "path": path, "param": param}
+            label = f"`GET {shown}?{param}=…` (computed)"
+            key = f"{server.name}-{kind}-computed-1"
+            scenarios.append(Scenario(key, label, server, "/", 1, script))
     return scenarios
 
 
@@ -475,7 +497,7 @@ def report(
         f"| batch ingestion ≥ {BATCH_TARGET:,.0f} readings/s | {batch.items_rate:,.0f}/s | "
         f"{verdict(batch.items_rate >= BATCH_TARGET)} |"
     )
-    for kind in ("scoreboard", "history"):
+    for kind in ("scoreboard", "history", "scoreboard-computed", "history-computed"):
         a, b = results[f"small-{kind}-1"], results[f"large-{kind}-1"]
         ratio = b.p50_ms / a.p50_ms if a.p50_ms else float("nan")
         lines.append(
