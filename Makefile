@@ -8,9 +8,12 @@ VPY = $(VENV)/bin/python
 DATABASE_URL = sqlite:///data/goalledger.db
 PORT = 8000
 
+# The demo runs on one machine: its metric sources may call services on loopback, which
+# the egress policy refuses by default (see GOALLEDGER_EGRESS_LOOPBACK in the README).
 demo: $(VENV)/.installed
 	@echo "Starting goalledger on $(DATABASE_URL) (Ctrl-C stops it; 'rm -rf data' starts afresh)."
-	$(VENV)/bin/goalledger --database-url "$(DATABASE_URL)" serve --demo --port $(PORT)
+	GOALLEDGER_EGRESS_LOOPBACK=allow \
+	    $(VENV)/bin/goalledger --database-url "$(DATABASE_URL)" serve --demo --port $(PORT)
 
 test: $(VENV)/.installed-test
 	$(VPY) -m ruff check .
@@ -20,17 +23,24 @@ test: $(VENV)/.installed-test
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(VPY) pyproject.toml
-	$(VPY) -m pip install --quiet -e .
+# Installs take the exact versions in constraints.txt (`make constraints` rewrites it).
+$(VENV)/.installed: $(VPY) pyproject.toml constraints.txt
+	$(VPY) -m pip install --quiet -c constraints.txt -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VPY) pyproject.toml
-	$(VPY) -m pip install --quiet -e '.[test]'
+$(VENV)/.installed-test: $(VPY) pyproject.toml constraints.txt
+	$(VPY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
+
+# Pin what the project and its test extra install now (in $(VENV)), e.g. after changing
+# pyproject.toml: `make constraints`, run the tests, commit both files.
+constraints: $(VENV)/.installed-test
+	$(VPY) .ci/freeze_constraints.py > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 # Leaves data/ alone: it is where the default ledger lives.
 clean:
 	rm -rf $(VENV) build dist goalledger.egg-info .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-.PHONY: demo test clean
+.PHONY: demo test clean constraints
