@@ -18,8 +18,12 @@ def decode_json(body: bytes, what: str) -> Any:
     """Decode a JSON payload, or a SourceError saying `what` was not JSON."""
     try:
         return _DECODER.decode(body)
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:  # invalid UTF-8 is the latter
         raise SourceError(f"{what} is not valid JSON: {error}") from None
+    except InvalidOperation:  # a number such as 1e99999999999999999999 has no Decimal
+        raise SourceError(f"{what} holds a number out of any range") from None
+    except RecursionError:
+        raise SourceError(f"{what} is JSON nested too deeply") from None
 
 
 def check_pointer(pointer: str) -> str:

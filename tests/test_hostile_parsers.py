@@ -32,6 +32,7 @@ from goalledger.core.errors import DomainError
 from goalledger.core.mapper import MsgspecMapper
 from goalledger.core.settings import Settings
 from goalledger.plugins import KpiRef, SourceError
+from goalledger.plugins.payloads import decode_json
 from goalledger.plugins.sources_csv import CsvConfig, CsvSource
 from goalledger.plugins.sources_http import HttpJsonConfig, HttpJsonSource
 from goalledger.plugins.sources_prometheus import PrometheusConfig, PrometheusSource
@@ -428,3 +429,13 @@ def test_import_refuses_hostile_files_with_domain_errors_only(
     # The accepted ones import (into an empty ledger) or are refused as a DomainError too.
     path.write_bytes(export_file)
     assert import_ledger(empty_system.ledger, path).events == len(export_file.splitlines())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"1e" + b"6" * 70, b'{"a\xff": 1}', b'"\xff"', b"[" * 100_000],
+    ids=["exponent beyond any Decimal", "invalid UTF-8 key", "invalid UTF-8 string", "deep"],
+)
+def test_payloads_the_fuzzers_found_are_source_errors(body: bytes) -> None:
+    with pytest.raises(SourceError, match="the response"):
+        decode_json(body, "the response")
