@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import smtplib
+import socket
 import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -63,18 +64,18 @@ class EmailChannel:
 
     def send(self, config: EmailConfig, notification: Notification) -> None:
         try:
-            EgressPolicy.from_env().resolve(config.host, config.port)
+            address = EgressPolicy.from_env().resolve(config.host, config.port)
         except SourceError as error:
             raise ChannelError(str(error)) from None
         message = email_message(notification, config.sender, config.to)
         context = ssl.create_default_context()
         try:
             if config.security == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    config.host, config.port, timeout=config.timeout, context=context
+                smtp: smtplib.SMTP = _PinnedSMTPS(
+                    address, config.host, config.port, timeout=config.timeout, context=context
                 )
             else:
-                smtp = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+                smtp = _PinnedSMTP(address, config.host, config.port, timeout=config.timeout)
             with smtp:
                 if config.security == "starttls":
                     smtp.starttls(context=context)
@@ -85,6 +86,22 @@ class EmailChannel:
             raise ChannelError(f"SMTP {config.host}:{config.port}: {error}") from None
         if refused:
             raise ChannelError(f"SMTP refused {', '.join(sorted(refused))}")
+
+
+class _PinnedSMTP(smtplib.SMTP):
+    """Connects to the address the egress policy checked (no second lookup); TLS still
+    verifies the certificate against the host name."""
+
+    def __init__(self, address: str, host: str, port: int, **options: Any) -> None:
+        self._address = address  # set before SMTP.__init__ connects
+        super().__init__(host, port, **options)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return super()._get_socket(self._address, port, timeout)  # type: ignore[misc]
+
+
+class _PinnedSMTPS(_PinnedSMTP, smtplib.SMTP_SSL):
+    pass
 
 
 @hookimpl

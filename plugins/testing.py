@@ -60,9 +60,11 @@ def goalledger_plugins() -> list[tuple[str, object]]:
 
 @pytest.fixture
 def goalledger_harness(
-    tmp_path: Path, goalledger_plugins: list[tuple[str, object]]
+    tmp_path: Path, goalledger_plugins: list[tuple[str, object]], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[SourceHarness]:
-    """A `SourceHarness` on a fresh ledger, closed after the test."""
+    """A `SourceHarness` on a fresh ledger, closed after the test; sources may call
+    `local_http_server`s (loopback egress is allowed for the test, refused by default)."""
+    monkeypatch.setenv("GOALLEDGER_EGRESS_LOOPBACK", "allow")
     harness = SourceHarness(tmp_path, goalledger_plugins)
     try:
         yield harness

@@ -6,6 +6,7 @@ The pytest fixtures built on them live in `goalledger.plugins.testing`.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -94,9 +95,10 @@ class LocalServer(msgspec.Struct):
 
 
 @contextmanager
-def local_http_server(respond: Responder) -> Iterator[LocalServer]:
-    """A real HTTP server on 127.0.0.1 (a free port) answering with `respond`; it stops
-    when the block ends."""
+def local_http_server(respond: Responder, host: str = "127.0.0.1") -> Iterator[LocalServer]:
+    """A real HTTP server on `host` (a loopback address, a free port) answering with
+    `respond`; it stops when the block ends. Loopback egress is refused by default: the
+    `goalledger_harness` fixture allows it, other tests set `GOALLEDGER_EGRESS_LOOPBACK`."""
     received: list[Exchange] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -118,15 +120,21 @@ def local_http_server(respond: Responder) -> Iterator[LocalServer]:
         def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _QuietServer((host, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield LocalServer(f"http://127.0.0.1:{server.server_port}", received)
+        yield LocalServer(f"http://{host}:{server.server_port}", received)
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up
+            super().handle_error(request, client_address)
 
 
 class SourceHarness:

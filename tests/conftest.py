@@ -17,6 +17,11 @@ import pytest
 from goalledger.core.ledger import Ledger
 from goalledger.core.settings import Settings
 
+# The egress policy refuses loopback by default; these tests run real servers on
+# 127.0.0.1, so they allow it explicitly (in the environment, so server and worker
+# subprocesses inherit it). Tests of the default build their policy without it.
+os.environ["GOALLEDGER_EGRESS_LOOPBACK"] = "allow"
+
 # Plugin-config secrets are stored encrypted, and refused where no key is set: the suite
 # runs with this test key (in the environment too, for server subprocesses). The tests
 # of running without a key (tests/test_secrets*.py) take it away.
