@@ -3,10 +3,11 @@
 One line per event: position, aggregate_id, version, topic, state (base64 of the stored
 bytes) and link (hex), in position order. Export checks every link against the chain
 the projector kept as it goes. Import checks the whole file first (order, chain, known
-topics), then inserts every event at its own position in one transaction, re-checking
-as it goes: a file that fails anywhere changes nothing. Both ledgers keep positions
-exactly, gaps included (SQLite takes an explicit rowid, PostgreSQL an explicit
-notification_id, after which its sequence is moved past the last one).
+topics, states that decode), then inserts every event at its own position in one
+transaction, re-checking as it goes: a file that fails anywhere changes nothing. Both
+ledgers keep positions exactly, gaps included (SQLite takes an explicit rowid,
+PostgreSQL an explicit notification_id, after which its sequence is moved past the last
+one).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import msgspec
+from eventsourcing.persistence import MapperDeserialisationError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import resolve_topic
 from psycopg.sql import SQL, Identifier
 
 from goalledger.core.errors import DomainError
 from goalledger.core.ledger import Ledger
+from goalledger.core.mapper import MsgspecMapper
 from goalledger.projections.chain import GENESIS, Break, Link, links, walk
 from goalledger.projections.store import ViewStore
 
@@ -77,6 +80,7 @@ class _Line(msgspec.Struct, frozen=True):
 
 _encode_lines = msgspec.json.Encoder().encode_lines
 _decode = msgspec.json.Decoder(ExportedEvent).decode
+_MAPPER = MsgspecMapper()
 
 
 # -- export --------------------------------------------------------------------------------
@@ -136,6 +140,7 @@ def check_export(path: Path, progress: Progress | None = None) -> Imported:
                 )
             if not _known_topic(event.topic):
                 raise DomainError(f"line {number}", f"unknown event topic {event.topic!r}")
+            _check_decodes(number, event)
             after = event.position
         rows = [(e.position, e.aggregate_id.hex, e.version, e.topic, e.state) for _, e in batch]
         computed = links(previous, rows)
@@ -199,6 +204,19 @@ def _batches(path: Path, digest: Any) -> Iterator[list[tuple[int, ExportedEvent]
                 batch = []
     if batch:
         yield batch
+
+
+def _check_decodes(number: int, event: ExportedEvent) -> None:
+    """Refuse a state that is not its topic's event: the chain alone does not prove that
+    (anyone can compute links), and such an event would stop replay after the import."""
+    stored = StoredEvent(event.aggregate_id, event.version, event.topic, event.state)
+    try:
+        _MAPPER.to_domain_event(stored)
+    except MapperDeserialisationError:
+        raise DomainError(
+            f"line {number}",
+            f"the state at position {event.position} is not a {event.topic!r} event",
+        ) from None
 
 
 @cache
