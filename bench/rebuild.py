@@ -187,11 +187,11 @@ def ours(url: str) -> dict:
             last[0] = done
 
     head = ledger.head_position()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rebuild(ledger, store, progress)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"events": head, "per_s": head / seconds, "seconds": seconds,
+    return {"events": head, "per_s": head / seconds, "seconds": seconds, "cpu_seconds": cpu,
             "peak_rss_mb": peak, "rss_samples": samples}  # fmt: skip
 
 
@@ -237,10 +237,12 @@ def main() -> None:
     print(f"raw select: {raw['per_s']:,.0f} rows/s", file=sys.stderr)
     default = default_path(directory, min(args.events, 200_000))
     print(f"default path: {default['per_s']:,.0f} events/s", file=sys.stderr)
+    load_before = os.getloadavg()[0]
     child = subprocess.run(
         [sys.executable, __file__, "--child", url], capture_output=True, text=True, check=True
     )
     rebuilt = json.loads(child.stdout.strip().splitlines()[-1])
+    load_after = os.getloadavg()[0]
     latency = query_latency(url)
     ours_raw = rebuilt["per_s"] / raw["per_s"]
     ours_default = rebuilt["per_s"] / default["per_s"]
@@ -256,7 +258,9 @@ Machine: {machine()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC.
 | {default["per_s"]:,.0f} | {ours_default:.2f} |
 | **goalledger rebuild, all read models** | **{rebuilt["per_s"]:,.0f}** | — |
 
-Rebuild took {rebuilt["seconds"]:.1f} s; peak RSS of the rebuilding process
+Rebuild took {rebuilt["seconds"]:.1f} s ({rebuilt["cpu_seconds"]:.1f} s of CPU over its threads, \
+{rebuilt["events"] / rebuilt["cpu_seconds"]:,.0f} events per CPU-second); 1-minute load average \
+{load_before:.1f} before and {load_after:.1f} after it. Peak RSS of the rebuilding process
 {rebuilt["peak_rss_mb"]:.0f} MB. RSS while rebuilding (events done: RSS): {samples}.
 
 As-of scoreboard query on the rebuilt views (50 different `as_of` times):

@@ -17,8 +17,9 @@ from typing import Any
 
 import msgspec
 
+from goalledger.core.kpis import Reading
 from goalledger.core.ledger import Ledger
-from goalledger.projections import chain, schema
+from goalledger.projections import chain, log_pages, schema
 from goalledger.projections.alert_detector import AlertDetector
 from goalledger.projections.store import Tx, ViewStore
 from goalledger.projections.views import ViewWriter
@@ -110,28 +111,49 @@ class Projector:
     def run_batch(self) -> int:
         """Apply the next batch of events; returns how many were applied (0 when caught up)."""
         start = self.position()
-        rows = self.ledger.notification_rows(start, self.batch_size)
+        return self.apply_page(start, log_pages.page(self.ledger, start, self.batch_size))
+
+    def apply_page(self, start: int, page: log_pages.Page) -> int:
+        """Apply `page`, the events right after tracking position `start`, in one transaction.
+
+        Returns how many were applied: 0 when the page is empty or another projector
+        applied events after `start` first.
+        """
+        rows = page.rows
         if not rows:
             return 0
-        decode = self.ledger.mapper.decode_fields
         try:
             with self.store.transaction() as tx:
                 generation = self._generation(tx)
                 if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
                     return 0  # another projector applied this batch first
+                if self._fixed_generation is not None and _needs_reading_keys(rows):
+                    # A rebuild defers its indexes; these events look readings up by key.
+                    schema.create_indexes(tx, generation, only=schema.PROJECTION_INDEXES)
                 writer = ViewWriter(tx, generation)
                 self.alerts.begin(tx, writer.t, start, writer.flush)
-                for position, aggregate_id, version, topic, state in rows:
+                alert, write = self.alerts.apply, writer.apply
+                for (position, aggregate_id, version, topic, _), fields, audit in zip(
+                    rows, page.fields, page.audits, strict=True
+                ):
                     try:
-                        fields = decode(topic, state)
-                        self.alerts.apply(position, aggregate_id, topic, fields)
-                        writer.apply(position, aggregate_id, version, topic, fields)
+                        if isinstance(fields, Exception):
+                            raise fields
+                        alert(position, aggregate_id, topic, fields)
+                        write(position, aggregate_id, version, topic, fields, audit)
                     except Exception as error:
                         raise _Unapplied(position, topic, error) from error
                 try:
                     writer.flush()
                     self.alerts.finish()
-                    chain.extend(tx, generation, rows, start, self.ledger)
+                    if page.links is None:
+                        chain.extend(tx, generation, rows, start, self.ledger)
+                    else:  # computed ahead (a rebuild), from the link at `start`
+                        tx.executemany(
+                            f"INSERT INTO {schema.table(generation, 'chain')} (position, hash)"
+                            " VALUES (?, ?)",
+                            page.links,
+                        )
                 except Exception as error:
                     raise _Unapplied(rows[-1][0], "batch", error) from error
                 tx.execute(
@@ -281,21 +303,42 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _needs_reading_keys(rows: list[log_pages.Row]) -> bool:
+    corrected = Reading.Corrected.TOPIC
+    return any(row[3] == corrected for row in rows)
+
+
 def rebuild(
-    ledger: Ledger, store: ViewStore, progress: Progress | None = None, batch_size: int = 5000
+    ledger: Ledger, store: ViewStore, progress: Progress | None = None, batch_size: int = 20000
 ) -> int:
     """Build every read model afresh beside the live ones, then swap them in atomically.
 
     Returns the new generation. It never sends notifications: it only writes views.
+    The log is read and decoded a few pages ahead in a thread (`log_pages.ReadAhead`)
+    while the views are written, each page in its own transaction.
     """
     with store.transaction() as tx:
         schema.ensure_meta(tx)
         generation = schema.next_generation(tx)
         schema.drop_generation(tx, generation)  # leftovers of an interrupted rebuild
     builder = Projector(ledger, store, batch_size=batch_size, generation=generation)
-    builder.catch_up(progress)
-    with store.transaction() as tx:
-        schema.create_indexes(tx, generation)
+    with store.bulk_load():
+        first = start = builder.position()
+        head = ledger.head_position()
+        # A fresh generation's chain starts at the genesis link: hash it ahead too.
+        link = chain.GENESIS if start == 0 else None
+        pages = log_pages.ReadAhead(ledger, start, head, batch_size, link=link)
+        try:
+            for page in pages:
+                if builder.apply_page(start, page) != len(page.rows):
+                    raise RuntimeError(f"generation {generation} was written by someone else")
+                start = page.rows[-1][0]
+                if progress is not None:
+                    progress(start - first, head - first)
+        finally:
+            pages.close()
+        with store.transaction() as tx:
+            schema.create_indexes(tx, generation)
     builder.catch_up()  # what arrived while the indexes were built
     with store.transaction() as tx:
         previous = schema.live_generation(tx)

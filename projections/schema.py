@@ -90,7 +90,8 @@ TABLES = {
     "chain": "position BIGINT PRIMARY KEY, hash TEXT NOT NULL",
 }
 # Indexes for queries. A rebuild creates them after its bulk load (much faster than
-# maintaining them row by row); PROJECTION_INDEXES are those the projector itself reads.
+# maintaining them row by row); PROJECTION_INDEXES are those the projector itself reads,
+# which a rebuild creates as soon as a batch needs them (a reading's correction).
 PROJECTION_INDEXES = ("readings_key",)
 INDEXES = {
     "events_recorded": "events (recorded_at, position)",
@@ -137,14 +138,19 @@ def live_generation(tx: Tx) -> int | None:
 
 
 def create_generation(tx: Tx, generation: int, *, query_indexes: bool = True) -> None:
-    """Create every read-model table of `generation`, empty, with tracking at 0."""
+    """Create every read-model table of `generation`, empty, with tracking at 0.
+
+    Without `query_indexes` (a rebuild), no index at all: the projector creates
+    PROJECTION_INDEXES when it first needs them.
+    """
     for name, columns in TABLES.items():
         if not tx.postgres:
             # SQLite stores an INTEGER PRIMARY KEY as the rowid itself; BIGINT would add
             # a second index that every insert must maintain.
             columns = columns.replace("BIGINT PRIMARY KEY", "INTEGER PRIMARY KEY")
         tx.execute(f"CREATE TABLE IF NOT EXISTS {table(generation, name)} ({columns})")
-    create_indexes(tx, generation, only=None if query_indexes else PROJECTION_INDEXES)
+    if query_indexes:
+        create_indexes(tx, generation)
     if tx.scalar(f"SELECT count(*) FROM {table(generation, 'tracking')}") == 0:
         tx.execute(f"INSERT INTO {table(generation, 'tracking')} VALUES ('views', 0)")
 

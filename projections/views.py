@@ -11,6 +11,8 @@ A handler that must read what earlier events wrote flushes the buffer first.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
+from operator import attrgetter
 from typing import Any
 
 from goalledger.core.cycles import Cycle
@@ -21,6 +23,7 @@ from goalledger.projections.schema import BEGINNING, dec, table, ts, uid
 from goalledger.projections.store import Tx
 
 Handler = Callable[["ViewWriter", int, str, Any], None]
+Getter = Callable[[Any], Any]
 
 
 class ViewWriter:
@@ -29,47 +32,70 @@ class ViewWriter:
     def __init__(self, tx: Tx, generation: int) -> None:
         self.tx = tx
         self.t = {name: table(generation, name) for name in _TABLE_NAMES}
-        self._buffer: dict[str, list[tuple[Any, ...]]] = {}
         self.version = 0  # the version of the event being applied
+        self.recorded_at = 0  # and its recorded time, as stored (`ts(e.timestamp)`)
         self._sql = _statements(self.t)
+        # One list of queued rows per INSERT statement, in the order they were added.
+        self.rows: dict[str, list[tuple[Any, ...]]] = {
+            name: [] for name, sql in self._sql.items() if not sql.startswith("UPDATE")
+        }
+        self._events, self.readings = self.rows["event"], self.rows["reading"]
 
-    def apply(self, position: int, aggregate_id: str, version: int, topic: str, e: Any) -> None:
-        """Record one event (its typed fields `e`) in the audit timeline and its views."""
+    def apply(
+        self,
+        position: int,
+        aggregate_id: str,
+        version: int,
+        topic: str,
+        e: Any,
+        audit: tuple[Any, ...] | None = None,
+    ) -> None:
+        """Record one event (its typed fields `e`) in the audit timeline and its views.
+
+        `audit` is the event's `audit_row` when it was made ahead (in a read-ahead thread).
+        """
+        if audit is None:
+            audit = audit_row(position, aggregate_id, version, topic, e)
+        self._events.append(audit)
         self.version = version
-        self.add(
-            "event",
-            (
-                position,
-                aggregate_id,
-                version,
-                topic,
-                e.actor,
-                getattr(e, "reason", None),
-                ts(e.timestamp),
-                ts(_effective_time(e)),
-            ),
-        )
+        self.recorded_at = audit[6]
         handler = HANDLERS.get(topic)
         if handler is not None:
             handler(self, position, aggregate_id, e)
 
     def add(self, statement: str, params: tuple[Any, ...]) -> None:
-        """Queue a statement; an UPDATE first sends every queued INSERT it may depend on."""
-        sql = self._sql[statement]
-        if sql.startswith("UPDATE"):
-            self.flush()
-            self.tx.execute(sql, params)
+        """Queue an INSERT; an UPDATE first sends every queued INSERT it may depend on."""
+        rows = self.rows.get(statement)
+        if rows is not None:
+            rows.append(params)
         else:
-            self._buffer.setdefault(sql, []).append(params)
+            self.flush()
+            self.tx.execute(self._sql[statement], params)
 
     def flush(self) -> None:
         """Send queued INSERTs, one executemany per statement.
 
         INSERTs into different tables commute, and each table's rows keep their order.
         """
-        buffer, self._buffer = self._buffer, {}
-        for sql, rows in buffer.items():
-            self.tx.executemany(sql, rows)
+        for statement, rows in self.rows.items():
+            if rows:
+                self.tx.executemany(self._sql[statement], rows)
+                rows.clear()
+
+
+def audit_row(position: int, aggregate_id: str, version: int, topic: str, e: Any) -> tuple:
+    """An event's row in the audit timeline (`events`); a pure function of the event."""
+    reason, effective = _audit_fields(type(e))
+    return (
+        position,
+        aggregate_id,
+        version,
+        topic,
+        e.actor,
+        None if reason is None else reason(e),
+        ts(e.timestamp),
+        None if effective is None else ts(effective(e)),
+    )
 
 
 _TABLE_NAMES = (
@@ -106,8 +132,32 @@ def _statements(t: dict[str, str]) -> dict[str, str]:
     }
 
 
+@cache
+def _audit_fields(event_type: type) -> tuple[Getter | None, Getter | None]:
+    """Getters of an event type's reason and effective time (None where it has none).
+
+    The effective time is the first of `effective_at`, `effective_from`, `observed_at`
+    that is set; which of them a type has is looked up once per type, not per event.
+    """
+    names = getattr(event_type, "__struct_fields__", None)
+    if names is None:  # not a decoded struct: look at each event
+        return _reason, _effective_time
+    reason = attrgetter("reason") if "reason" in names else None
+    moments = [n for n in _EFFECTIVE if n in names]
+    if len(moments) == 1:
+        return reason, attrgetter(moments[0])
+    return reason, _effective_time if moments else None
+
+
+_EFFECTIVE = ("effective_at", "effective_from", "observed_at")
+
+
+def _reason(event: Any) -> Any:
+    return getattr(event, "reason", None)
+
+
 def _effective_time(event: Any) -> Any:
-    for name in ("effective_at", "effective_from", "observed_at"):
+    for name in _EFFECTIVE:
         moment = getattr(event, name, None)
         if moment is not None:
             return moment
@@ -125,7 +175,7 @@ def _cycle_defined(w: ViewWriter, position: int, aid: str, e: Cycle.Defined) -> 
 
 
 def _cycle_closed(w: ViewWriter, position: int, aid: str, e: Cycle.Closed) -> None:
-    w.add("cycle_closed", (e.rule, position, ts(e.timestamp), aid))
+    w.add("cycle_closed", (e.rule, position, w.recorded_at, aid))
 
 
 def _team_formed(w: ViewWriter, position: int, aid: str, e: Team.Formed) -> None:
@@ -235,7 +285,7 @@ def _checked_in(w: ViewWriter, position: int, aid: str, e: KeyResult.CheckedIn) 
             e.note,
             e.actor,
             ts(e.effective_at),
-            ts(e.timestamp),
+            w.recorded_at,
         ),
     )
 
@@ -284,8 +334,7 @@ def _kpi_source(w: ViewWriter, position: int, aid: str, e: Kpi.SourceBound) -> N
 
 
 def _reading_recorded(w: ViewWriter, position: int, aid: str, e: Reading.Recorded) -> None:
-    w.add(
-        "reading",
+    w.readings.append(  # most events are readings: queued without going through `add`
         (
             position,
             aid,
@@ -294,7 +343,7 @@ def _reading_recorded(w: ViewWriter, position: int, aid: str, e: Reading.Recorde
             1,
             dec(e.value),
             ts(e.observed_at),
-            ts(e.timestamp),
+            w.recorded_at,
             e.source,
         ),
     )
@@ -321,7 +370,7 @@ def _reading_corrected(w: ViewWriter, position: int, aid: str, e: Reading.Correc
             w.version,
             dec(e.value),
             observed_at,
-            ts(e.timestamp),
+            w.recorded_at,
             source,
         ),
     )
