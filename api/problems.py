@@ -9,7 +9,8 @@ Status codes, by what went wrong:
 - 404: an id that names nothing (in the path or in the body).
 - 409: a concurrent change won (no `If-Match` was sent), or a key is still in flight.
 - 412: `If-Match` names a version that is no longer current.
-- 503: the read models did not reach `min_position` in time (with `Retry-After`).
+- 503: the read models did not reach `min_position` in time, or the database is
+  unreachable or busy right now (both with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from goalledger.api.http_json import JsonResponse
 from goalledger.core.errors import Conflict, DomainError, NotFound
+from goalledger.core.unavailable import database_unavailable
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://goalledger.dev/problems/"
+# The database connection pool retries a lost database after 1 s, then backs off.
+DATABASE_RETRY_AFTER_SECONDS = 5
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -186,7 +190,14 @@ def on_http_exception(_: Request, error: HTTPException) -> Response[Problem]:
 
 
 def on_unexpected(request: Request, error: Exception) -> Response[Problem]:
-    """Anything else: logged with its traceback, answered without one."""
+    """Anything else: logged with its traceback, answered without one; but the database
+    being unreachable is 503, without the traceback: try again later."""
+    if database_unavailable(error):
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, error)
+        return problem(
+            503, "database-unavailable", "the database cannot be reached; try again later",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )  # fmt: skip
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
     return problem(500, "internal", "an unexpected error occurred; it has been logged")
 

@@ -19,12 +19,14 @@ import msgspec
 
 from goalledger.core.kpis import Reading
 from goalledger.core.ledger import Ledger
+from goalledger.core.unavailable import database_unavailable
 from goalledger.projections import chain, log_pages, schema
 from goalledger.projections.alert_detector import AlertDetector
 from goalledger.projections.store import Tx, ViewStore
 from goalledger.projections.views import ViewWriter
 
 log = logging.getLogger(__name__)
+RETRY_MAX_SECONDS = 5.0  # the background loop's longest wait for an unreachable database
 Progress = Callable[[int, int], None]
 
 
@@ -76,6 +78,7 @@ class Projector:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self.failure: ProjectionFailed | None = None
+        self.interrupted: str | None = None  # why the background loop waits for the database
         self.alerts = AlertDetector()  # alerts and their outbox, in each batch's transaction
         self.setup()
 
@@ -265,15 +268,23 @@ class Projector:
         self._thread.start()
 
     def _run(self, poll_interval: float) -> None:
+        delay = 0.0
         while not self._stop.is_set():
             try:
                 applied = self.run_batch()
-            except ProjectionFailed:
-                return  # recorded; readiness reports it
-            except Exception:
-                log.exception("projector batch failed; retrying")
-                applied = 0
-                self._stop.wait(1.0)
+            except Exception as error:
+                unavailable = database_unavailable(error)  # the error or its cause
+                if isinstance(error, ProjectionFailed) and not unavailable:
+                    return  # recorded; readiness reports it
+                delay = min(RETRY_MAX_SECONDS, delay * 2 or 0.25)
+                if unavailable:  # the database failed, not an event: retry until it is back
+                    self.failure, self.interrupted = None, f"{type(error).__name__}: {error}"
+                    log.warning("projector: retry in %.2g s: %s", delay, self.interrupted)
+                else:
+                    log.exception("projector batch failed; retrying in %.2g s", delay)
+                self._stop.wait(delay)
+                continue
+            delay, self.interrupted = 0.0, None
             if applied == 0:
                 self._wake.wait(poll_interval)
                 self._wake.clear()

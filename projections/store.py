@@ -8,6 +8,7 @@ fresh generation beside the live one and swaps by updating one row.
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -106,7 +107,7 @@ class SQLiteViewStore(ViewStore):
     def __init__(self, path: str) -> None:
         self.path = path
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
@@ -123,7 +124,7 @@ class SQLiteViewStore(ViewStore):
             connection.execute("PRAGMA foreign_keys=OFF")
             self._local.connection = connection
             with self._lock:
-                self._connections.append(connection)
+                _adopt(self._connections, connection)
         return connection
 
     @contextmanager
@@ -167,7 +168,7 @@ class SQLiteViewStore(ViewStore):
 
     def close(self) -> None:
         with self._lock:
-            for connection in self._connections:
+            for connection in self._connections.values():
                 connection.close()
             self._connections.clear()
         self._local = threading.local()
@@ -188,16 +189,18 @@ class PostgresViewStore(ViewStore):
             connect_timeout=5,
         )
         self._local = threading.local()
-        self._connections: list[psycopg.Connection] = []
+        self._connections: dict[threading.Thread, psycopg.Connection] = {}
         self._lock = threading.Lock()
 
     def _connection(self) -> psycopg.Connection:
         connection = getattr(self._local, "connection", None)
+        if connection is not None and _dropped(connection):
+            connection.close()  # the server went away while it sat idle: open a new one
         if connection is None or connection.closed or connection.broken:
             connection = psycopg.connect(self.conninfo, autocommit=True)
             self._local.connection = connection
             with self._lock:
-                self._connections.append(connection)
+                _adopt(self._connections, connection)
         return connection
 
     @contextmanager
@@ -215,10 +218,27 @@ class PostgresViewStore(ViewStore):
 
     def close(self) -> None:
         with self._lock:
-            for connection in self._connections:
+            for connection in self._connections.values():
                 connection.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _adopt(connections: dict[threading.Thread, Any], connection: Any) -> None:
+    """Keep this thread's connection; close those of threads that have ended. A server's
+    worker threads come and go: their connections (and page caches) must not pile up."""
+    for thread in [thread for thread in connections if not thread.is_alive()]:
+        connections.pop(thread).close()
+    connections[threading.current_thread()] = connection
+
+
+def _dropped(connection: psycopg.Connection) -> bool:
+    """Whether an idle connection was closed by the other end (a database outage or
+    restart): it is then readable (EOF or a termination notice) though nothing was asked."""
+    if connection.closed or connection.broken:
+        return False
+    readable, _, _ = select.select([connection.fileno()], [], [], 0)
+    return bool(readable)
 
 
 def open_view_store(settings: Settings) -> ViewStore:
