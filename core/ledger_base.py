@@ -13,19 +13,21 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Mapper, Notification
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import Environment
 
 from goalledger.core.aggregate_cache import LogTailCache
 from goalledger.core.errors import Conflict, NotFound
+from goalledger.core.event_writers import PostgresWriter, SQLiteWriter
 from goalledger.core.mapper import MsgspecMapper
 from goalledger.core.model import LedgerAggregate
 from goalledger.core.settings import Settings
-from goalledger.core.sqlite_writer import SQLiteWriter
 
 A = TypeVar("A", bound=LedgerAggregate)
+# Ids `require_exists` remembers before it starts afresh.
+FOUND_IDS = 100_000
 
 
 class Unchanged(enum.Enum):
@@ -55,7 +57,8 @@ class LedgerBase(Application[UUID]):
         storage = self.settings.storage()
         env = storage.eventsourcing_env(self.settings)
         self._cache: LogTailCache | None = None
-        self._writer: SQLiteWriter | None = None
+        self._found: set[tuple[UUID, type]] = set()
+        self._writer: SQLiteWriter | PostgresWriter
         if storage.kind == "sqlite":
             # On SQLite the ledger keeps its own cache, fresh from the log's tail.
             env = {k: v for k, v in env.items() if k not in _EVENTSOURCING_CACHE_KEYS}
@@ -71,12 +74,14 @@ class LedgerBase(Application[UUID]):
                     self.mapper.to_domain_event,
                     self.settings.aggregate_cache_size,
                 )
+        else:
+            self._writer = PostgresWriter(self.recorder)
 
     def close(self) -> None:
         """Close the store and the ledger's own SQLite connections."""
         if self._cache is not None:
             self._cache.close()
-        if self._writer is not None:
+        if isinstance(self._writer, SQLiteWriter):
             self._writer.close()
         super().close()
 
@@ -112,6 +117,19 @@ class LedgerBase(Application[UUID]):
         if not isinstance(aggregate, kind):
             raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}")
         return aggregate
+
+    def require_exists(self, aggregate_id: UUID, kind: type[A], field: str) -> None:
+        """Refuse an id that is not a `kind` (`NotFound` naming `field`).
+
+        Aggregates are never deleted and never change kind, so an id found once is not
+        looked up again (bulk ingestion checks its KPIs with each batch).
+        """
+        if (aggregate_id, kind) in self._found:
+            return
+        self.load(aggregate_id, kind, field)
+        if len(self._found) >= FOUND_IDS:
+            self._found.clear()
+        self._found.add((aggregate_id, kind))
 
     def head_position(self) -> int:
         """The position of the newest event in the log (0 when empty)."""
@@ -169,33 +187,28 @@ class LedgerBase(Application[UUID]):
 
         A stale version is a `Conflict` and nothing is recorded. This is
         `Application.save` without its per-object protocol checks, which cost as
-        much as the insert itself (bench/profile_append.py); on SQLite, through the
-        ledger's own write connection (`SQLiteWriter`).
+        much as the insert itself (bench/profile_append.py), and without its event
+        store's objects and round trips (`event_writers`).
         """
         events: list[Any] = []
         for aggregate in aggregates:
             events.extend(aggregate.collect_events())
         if not events:
             return self.head_position()
+        rows = [
+            (s.originator_id.hex, s.originator_version, s.topic, s.state)
+            for s in map(self.mapper.to_stored_event, events)
+        ]
         try:
-            if self._writer is not None:
-                first, last = self._writer.insert(
-                    [
-                        (s.originator_id.hex, s.originator_version, s.topic, s.state)
-                        for s in map(self.mapper.to_stored_event, events)
-                    ]
-                )
-                self._appended(first, last, aggregates)
-                return last
-            processing = ProcessingEvent[UUID]()
-            processing.events.extend(events)
-            return max(r.notification.id for r in self._record(processing))
+            first, last = self._writer.insert(rows)
         except IntegrityError as error:
             ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(
                 f"{ids} changed since it was read; reload and try again",
                 aggregate_id=aggregates[0].id,
             ) from error
+        self._appended(first, last, aggregates)
+        return last
 
     def _appended(
         self, first: int | None, last: int | None, aggregates: Sequence[LedgerAggregate] = ()

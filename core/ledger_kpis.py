@@ -11,7 +11,6 @@ from uuid import UUID
 import msgspec
 
 from goalledger.core.errors import DomainError, require
-from goalledger.core.first_events import append_first_events
 from goalledger.core.kpis import Kpi, Reading, SourceBinding, Thresholds, reading_key
 from goalledger.core.ledger_base import UNCHANGED, LedgerBase, Unchanged, Written
 from goalledger.core.model import non_blank, utc_now
@@ -150,7 +149,7 @@ class KpiCommands(LedgerBase):
         source = non_blank(source, "source", max_length=200)
 
         def kpi_seen(kpi_id: UUID, index: int) -> None:
-            self.load(kpi_id, Kpi, f"readings[{index}].kpi_id")
+            self.require_exists(kpi_id, Kpi, f"readings[{index}].kpi_id")
 
         mapper = self.mapper
         batch = reading_rows(
@@ -161,8 +160,7 @@ class KpiCommands(LedgerBase):
             seal=mapper.seal if (mapper.compressor or mapper.cipher) else None,  # type: ignore[attr-defined]
             kpi_seen=kpi_seen,
         )
-        store = self._writer or self.recorder
-        appended = append_first_events(store, RECORDED_TOPIC, batch.keys, batch.states)
+        appended = self._writer.insert_new(RECORDED_TOPIC, batch.keys, batch.states)
         self._appended(appended.first, appended.last)
         if not appended.skipped:
             return ReadingsWritten(
