@@ -2,15 +2,19 @@
 
 `bench/append.py` says how fast; this says why. It times, against the real core code:
 
-  1. one `Ledger.check_in` split into its stages (load the key result, load the cycle,
-     trigger the event, `collect_events`, encode + insert + commit, `head_position()`);
-  2. one `repository.get` split into select, decode and replay (with eventsourcing's
-     per-event `isinstance(…, CanMutateProtocol)` assert and without it);
-  3. a batch of readings per event: id (uuid5), aggregate construction, the Protocol
-     checks in `Application.save`, mapper encode, recorder insert;
+  1. one `Ledger.check_in` split into its stages as the ledger runs it now (load the
+     key result and the cycle from the cache, trigger the event, encode, the writer's
+     insert + commit, the cache update);
+  2. one `repository.get` (what a cache miss costs) split into select, decode and
+     replay (with eventsourcing's per-event `isinstance(…, CanMutateProtocol)` assert
+     and without it);
+  3. a batch of readings per event through eventsourcing's objects (id, aggregate
+     construction, the Protocol checks in `Application.save`, mapper encode, recorder
+     insert), against the ledger's `record(*aggs)` and `record_readings` measured;
   4. the runtime-checkable Protocol `isinstance` checks on their own;
-  5. with --what-if: prototype subclasses of `Ledger` (defined here, NOT core code)
-     that apply the suggested fixes, to show how far each goes;
+  5. with --what-if: the prototype subclasses of `Ledger` (defined here, NOT core code)
+     that first tried the fixes the ledger has since taken in (kept for the record:
+     they now override the faster core paths with slower ones);
   6. with --cprofile: the top functions by own time for check-ins and readings.
 
     .venv/bin/python bench/profile_append.py                      # SQLite, synchronous=normal
@@ -226,20 +230,23 @@ def check_in_stages(store: Store, n: int, krs: int) -> None:
             t2 = pc()
             kr.check_in(actor=bench.ACTOR, **bench.check_in_fields(i))
             t3 = pc()
-            processing = ProcessingEvent[UUID]()
-            processing.collect_events(kr)
+            events = kr.collect_events()
+            encoded = [
+                (s.originator_id.hex, s.originator_version, s.topic, s.state)
+                for s in map(ledger.mapper.to_stored_event, events)
+            ]
             t4 = pc()
-            ledger._record(processing)
+            first, last = ledger._writer.insert(encoded)
             t5 = pc()
-            ledger.head_position()
+            ledger._appended(first, last, (kr,))
             t6 = pc()
             for label, a, b in (
-                ("load key result (select + decode + replay)", t0, t1),
-                ("load cycle (select + decode + replay)", t1, t2),
+                ("load key result (cache: log tail check + copy)", t0, t1),
+                ("load cycle (cache: log tail check + copy)", t1, t2),
                 ("KeyResult.check_in (validate + trigger event)", t2, t3),
-                ("Application.save: collect_events (Protocol isinstance x2)", t3, t4),
-                ("Application.save: encode + insert + commit", t4, t5),
-                ("Ledger.record: head_position() (eager max() default)", t5, t6),
+                ("collect events + encode rows", t3, t4),
+                ("writer: insert + commit", t4, t5),
+                ("cache update", t5, t6),
             ):
                 spent[label] += b - a
         total = sum(spent.values())

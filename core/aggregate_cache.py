@@ -48,33 +48,34 @@ class LogTailCache:
             "SELECT originator_id, originator_version, topic, state"
             f" FROM {table} WHERE rowid > ? AND rowid <= ? ORDER BY rowid"
         )
+        self._events_sql = (
+            f"SELECT originator_version, topic, state FROM {table}"
+            " WHERE originator_id = ? ORDER BY originator_version"
+        )
         self._to_domain_event = to_domain_event
         self._maxsize = maxsize
         self._lock = threading.Lock()
         self._aggregates: OrderedDict[str, LedgerAggregate] = OrderedDict()
         self._position = self._head()
 
-    def get(self, aggregate_id: UUID) -> tuple[LedgerAggregate | None, int]:
-        """A copy of the aggregate as the log has it now, or None when it is not cached,
-        with the position the cache reflects (for `loaded`)."""
+    def get(self, aggregate_id: UUID) -> LedgerAggregate | None:
+        """A copy of the aggregate as the log has it now (None when it has no events).
+
+        One not cached yet is read from the log and kept: it holds at least every event
+        up to the position the cache reflects, and the catch-up skips any it holds.
+        """
         key = aggregate_id.hex
         with self._lock:
             self._catch_up()
             cached = self._aggregates.get(key)
             if cached is None:
-                return None, self._position
-            self._aggregates.move_to_end(key)
-            return cached.__deepcopy__({}), self._position
-
-    def loaded(self, aggregate: LedgerAggregate, seen: int) -> None:
-        """Keep an aggregate read from the store after the cache reflected `seen`.
-
-        If the cache has moved on since, events it applied meanwhile may be missing from
-        `aggregate` (it was read before they committed), so it is not kept.
-        """
-        with self._lock:
-            if self._position == seen:
-                self._keep(aggregate.id.hex, aggregate.__deepcopy__({}))
+                cached = self._read(key)
+                if cached is None:
+                    return None
+                self._keep(key, cached)
+            else:
+                self._aggregates.move_to_end(key)
+            return cached.__deepcopy__({})
 
     def saved(self, aggregates: Iterable[LedgerAggregate], first: int, last: int) -> None:
         """This process committed rows `first`..`last`, holding the aggregates' new events.
@@ -99,6 +100,14 @@ class LogTailCache:
 
     def _head(self) -> int:
         return self._connection.execute(self._head_sql).fetchone()[0] or 0
+
+    def _read(self, key: str) -> LedgerAggregate | None:
+        aggregate = None
+        for version, topic, state in self._connection.execute(self._events_sql, (key,)):
+            aggregate = self._to_domain_event(StoredEvent(key, version, topic, state)).mutate(
+                aggregate
+            )
+        return aggregate
 
     def _catch_up(self) -> None:
         head = self._head()

@@ -103,17 +103,13 @@ class LedgerBase(Application[UUID]):
 
     def load(self, aggregate_id: UUID, kind: type[A], field: str = "id") -> A:
         """The current state of one aggregate of the given kind, or `NotFound` naming `field`."""
-        cache = self._cache
-        aggregate, seen = None, 0
-        if cache is not None:
-            aggregate, seen = cache.get(aggregate_id)
-        if aggregate is None:
+        if self._cache is not None:
+            aggregate = self._cache.get(aggregate_id)
+        else:
             try:
                 aggregate = self.repository.get(aggregate_id, projector_func=_replay)
             except AggregateNotFoundError:
-                raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}") from None
-            if cache is not None:
-                cache.loaded(aggregate, seen)
+                aggregate = None
         if not isinstance(aggregate, kind):
             raise NotFound(field, f"no {_label(kind)} with id {aggregate_id}")
         return aggregate

@@ -313,3 +313,16 @@ def test_state_structs_encode_as_the_mapper_encodes_the_event(cls: type) -> None
     fields = {k: v for k, v in vars(event).items() if k not in row}
     assert encode_struct(state_struct(cls)(**fields)) == encode_state(event)
     assert (b"class_version" in encode_state(event)) is (cls is Dial.Installed)
+
+
+@pytest.mark.parametrize("size", [0, 2])
+def test_commands_hold_with_no_cache_and_with_a_tiny_one(database_url: str, size: int) -> None:
+    ledger = Ledger(Settings(database_url=database_url, aggregate_cache_size=size))
+    try:
+        _, kr_id = _key_result(ledger)
+        for value in range(1, 6):
+            ledger.check_in(kr_id, value=D(value), actor="a", expected_version=value)
+        kr = ledger.load(kr_id, KeyResult)
+        assert (kr.version, kr.check_ins) == (6, 5)
+    finally:
+        ledger.close()
