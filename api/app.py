@@ -20,6 +20,7 @@ from goalledger.api.http_json import OPENAPI_PLUGINS, JsonResponse
 from goalledger.api.http_limits import (
     BodyLimitMiddleware,
     WriteRateLimitMiddleware,
+    on_invalid_utf8,
     on_recursion,
 )
 from goalledger.api.problems import EXCEPTION_HANDLERS
@@ -99,7 +100,11 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
             "authenticator": Provide(lambda: authenticator, sync_to_thread=False),
         },
-        exception_handlers={**EXCEPTION_HANDLERS, RecursionError: on_recursion},
+        exception_handlers={
+            **EXCEPTION_HANDLERS,
+            RecursionError: on_recursion,
+            UnicodeDecodeError: on_invalid_utf8,
+        },
         middleware=[
             prometheus.middleware,
             BodyLimitMiddleware.define(settings.max_body_bytes),

@@ -2,7 +2,8 @@
 
 - Bodies above `max_body_bytes` are refused with 413: at once when `Content-Length`
   says so (nothing is read), otherwise as soon as a streamed (chunked) body passes it.
-- JSON nested deeper than the decoder's recursion limit is a 400, not a crash.
+- JSON nested deeper than the decoder's recursion limit, or with strings that are not
+  UTF-8, is a 400, not a crash.
 - Each token may write (POST, PUT, PATCH, DELETE) `write_rate` times a second on
   average, in bursts of up to `write_burst`; beyond that, 429 with `Retry-After`.
   Buckets live in this process: several API processes each grant the rate.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from traceback import walk_tb
 from uuid import UUID
 
 import anyio.to_thread
@@ -85,6 +87,15 @@ def on_recursion(request: Request, error: RecursionError) -> Response[Problem]:
     if "deserializing" not in str(error):
         return on_unexpected(request, error)
     detail = "the JSON body is nested too deeply"
+    return problem(400, "bad-request", detail, [FieldError("body", detail)])
+
+
+def on_invalid_utf8(request: Request, error: UnicodeDecodeError) -> Response[Problem]:
+    """A JSON string that is not UTF-8 (Litestar lets the decoder's error through); the
+    same error raised anywhere but in decoding the body is ours."""
+    if not any(frame.f_code.co_name == "decode_json" for frame, _ in walk_tb(error.__traceback__)):
+        return on_unexpected(request, error)
+    detail = "the JSON body holds a string that is not valid UTF-8"
     return problem(400, "bad-request", detail, [FieldError("body", detail)])
 
 

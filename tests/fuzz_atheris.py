@@ -56,7 +56,7 @@ def body(data: bytes) -> None:
     struct = BODIES[data[0] % len(BODIES)]
     try:
         document = msgspec.json.decode(data[1:])
-    except (msgspec.DecodeError, UnicodeDecodeError):  # Litestar: 400, malformed JSON
+    except (msgspec.DecodeError, UnicodeDecodeError):  # 400 (the latter: on_invalid_utf8)
         return
     except RecursionError as error:  # the API answers 400 (api/http_limits.on_recursion)
         assert "deserializing" in str(error)

@@ -167,6 +167,20 @@ def test_no_generated_body_on_any_write_route_is_a_5xx(api: Api):
     assert {400, 422} <= set(statuses) and any(200 <= s < 300 for s in statuses)
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'"\x80"', b'{"name": "\xc3"}', b'[{"a\xff": 1}]', b"[" * 200_000 + b"]" * 200_000],
+    ids=["invalid UTF-8 string", "truncated UTF-8", "invalid UTF-8 key", "deep nesting"],
+)
+def test_bodies_the_fuzzers_found_are_400(api: Api, body: bytes):
+    """Found by the generated bodies above: Litestar let these decoder errors through (500)."""
+    for path in ("/v1/teams", "/v1/readings"):
+        response = api.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert_problem(response, path)
+        assert response.json()["errors"][0]["field"] == "body"
+
+
 # -- size and memory, against a real server ------------------------------------------------
 
 
