@@ -9,11 +9,13 @@ server itself keeps running.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import httpx
+import psycopg
 import pytest
 from loadgen import World, prepare
 from tcp_proxy import SeverableProxy
@@ -160,3 +162,24 @@ def wait_for_write(writer: Writer) -> float:
         assert time.monotonic() - started < RECOVERY_SECONDS, "the server did not recover"
         time.sleep(min(0.5, int(answer.headers["Retry-After"])))
     raise AssertionError("the server did not recover")
+
+
+def test_which_errors_mean_the_database_is_unavailable():
+    from eventsourcing.persistence import IntegrityError, OperationalError
+
+    from goalledger.core.errors import DomainError
+    from goalledger.core.unavailable import database_unavailable
+
+    def wrapped(cause: BaseException, outer: type[Exception]) -> Exception:
+        try:
+            raise outer(str(cause)) from cause
+        except outer as error:
+            return error
+
+    refused = psycopg.OperationalError("connection refused")
+    assert database_unavailable(refused)
+    assert database_unavailable(wrapped(refused, OperationalError))  # as eventsourcing raises
+    assert database_unavailable(sqlite3.OperationalError("database is locked"))
+    assert not database_unavailable(sqlite3.OperationalError("no such table: g1_events"))
+    assert not database_unavailable(wrapped(psycopg.IntegrityError("dup"), IntegrityError))
+    assert not database_unavailable(DomainError("name", "must not be blank"))
