@@ -50,6 +50,7 @@ from goalledger.projections.store import SQLiteViewStore, ViewStore
 
 READ_CACHE_SECONDS = 1.0
 MAX_ENTRIES = 4096
+MAX_BYTES = 64 * 1024 * 1024  # distinct queries must not grow memory without bound
 OPT = "read_cache"
 FLIGHT = "goalledger.read_cache.flight"
 Key = tuple[str, str, UUID | None]
@@ -166,11 +167,14 @@ class ReadCache:
         position: SQLitePosition | QueryPosition,
         ttl: float = READ_CACHE_SECONDS,
         max_entries: int = MAX_ENTRIES,
+        max_bytes: int = MAX_BYTES,
     ) -> None:
         self._position = position
         self.ttl = ttl
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self._entries: dict[Key, Entry] = {}
+        self._bytes = 0
         self._flights: dict[Key, Flight] = {}
 
     @classmethod
@@ -226,12 +230,21 @@ class ReadCache:
             del self._flights[flight.key]
 
     def _keep(self, key: Key, entry: Entry) -> None:
-        if len(self._entries) >= self.max_entries:
+        if len(entry.body) > self.max_bytes // 16:
+            return  # a very large answer is computed each time rather than crowd out the rest
+        old = self._entries.pop(key, None)
+        self._bytes -= len(old.body) if old is not None else 0
+        if len(self._entries) >= self.max_entries or self._bytes + len(entry.body) > self.max_bytes:
             now = time.monotonic()
             self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
-            if len(self._entries) >= self.max_entries:
+            if len(self._entries) >= self.max_entries // 2:
                 self._entries.clear()
+            self._bytes = sum(len(e.body) for e in self._entries.values())
+            if self._bytes + len(entry.body) > self.max_bytes:
+                self._entries.clear()
+                self._bytes = 0
         self._entries[key] = entry
+        self._bytes += len(entry.body)
 
 
 def _encoded(compute: Callable[[], Any]) -> bytes:

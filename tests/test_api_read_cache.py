@@ -4,6 +4,7 @@ token never gets another scope's answer, and odd queries still get their problem
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import datetime
@@ -12,7 +13,7 @@ from typing import Any
 from api_fixtures import sqlite_api_fixture, store_api_fixture  # noqa: F401
 
 from goalledger.api.auth import TOKEN_CACHE_SECONDS
-from goalledger.api.read_cache import READ_CACHE_SECONDS
+from goalledger.api.read_cache import READ_CACHE_SECONDS, ReadCache, SQLitePosition
 
 
 def _twice(api: Any, path: str, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -160,3 +161,26 @@ def test_a_kept_answer_carries_the_same_headers_as_a_computed_one(api):
     for name in ("content-type", "cache-control", "x-content-type-options"):
         assert kept.headers[name] == computed.headers[name], name
     assert int(kept.headers["content-length"]) == len(kept.content)
+
+
+def test_the_cache_holds_a_bounded_number_of_bytes(api):
+    api.org()
+    api.settled("/v1/scoreboard")
+    cache = ReadCache(SQLitePosition(api.system.store.path), max_bytes=16_000)
+
+    async def fill_then_count() -> int:
+        for i in range(100):
+            _, flight = await cache.lookup(("/v1/test", f"n={i}", None), None)
+            assert flight is not None
+            await cache.compute(flight, lambda: {"pad": "x" * 990})
+            cache.finish(flight)
+        kept = 0
+        for i in range(100):
+            body, flight = await cache.lookup(("/v1/test", f"n={i}", None), None)
+            kept += body is not None
+            if flight is not None:
+                cache.finish(flight)
+        return kept
+
+    kept = asyncio.run(fill_then_count())
+    assert 1 <= kept <= 16  # ~1 kB answers in 16 kB
