@@ -107,12 +107,13 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
         },
         middleware=[
             prometheus.middleware,
+            # Cached reads next: the write-side middlewares below have nothing to do for them.
+            ReadCacheMiddleware.define(read_cache, authenticator),
             BodyLimitMiddleware.define(settings.max_body_bytes),
             WriteRateLimitMiddleware.define(
                 authenticator, settings.write_rate, settings.write_burst
             ),
             IdempotencyMiddleware.define(idempotency, authenticator),
-            ReadCacheMiddleware.define(read_cache, authenticator),
         ],
         request_max_body_size=settings.max_body_bytes,
         before_send=[security_headers],

@@ -53,6 +53,7 @@ MAX_ENTRIES = 4096
 MAX_BYTES = 64 * 1024 * 1024  # distinct queries must not grow memory without bound
 OPT = "read_cache"
 FLIGHT = "goalledger.read_cache.flight"
+BODY_HEADERS = (b"content-length", b"transfer-encoding")
 Key = tuple[str, str, UUID | None]
 
 
@@ -333,7 +334,12 @@ class ReadCacheMiddleware:
 
     def _principal(self, scope: Scope) -> Principal | None:
         """The caller if the authenticator holds its token now (else the route decides)."""
-        authorization = [v for k, v in scope["headers"] if k == b"authorization"]
+        authorization = []
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization.append(value)
+            elif name in BODY_HEADERS and value.strip() not in (b"", b"0"):
+                return None  # a GET with a body: the body-limit middleware judges it
         secret = bearer_secret(authorization[0].decode("latin-1")) if authorization else None
         if secret is None or len(authorization) != 1:
             return None

@@ -184,3 +184,12 @@ def test_the_cache_holds_a_bounded_number_of_bytes(api):
 
     kept = asyncio.run(fill_then_count())
     assert 1 <= kept <= 16  # ~1 kB answers in 16 kB
+
+
+def test_a_get_with_an_oversized_body_is_refused_as_without_a_cache(api):
+    api.org()
+    api.settled("/v1/scoreboard")
+    _twice(api, "/v1/scoreboard")
+    limit = api.system.settings.max_body_bytes
+    refused = api.get("/v1/scoreboard", content=b"x" * (limit + 1))
+    assert refused.status_code == 413
