@@ -149,10 +149,6 @@ class ServerProcess:
                 time.sleep(0.1)
         raise RuntimeError("the server never became healthy")
 
-    def rss_kib(self) -> int:
-        """The server's resident set size from /proc (KiB)."""
-        return rss_kib(self.process.pid)
-
     def stop(self, timeout: float = 20) -> int:
         if self.process.poll() is None:
             self.process.terminate()
