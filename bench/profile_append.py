@@ -231,10 +231,7 @@ def check_in_stages(store: Store, n: int, krs: int) -> None:
             kr.check_in(actor=bench.ACTOR, **bench.check_in_fields(i))
             t3 = pc()
             events = kr.collect_events()
-            encoded = [
-                (s.originator_id.hex, s.originator_version, s.topic, s.state)
-                for s in map(ledger.mapper.to_stored_event, events)
-            ]
+            encoded = [ledger.mapper.to_row(event) for event in events]  # type: ignore[attr-defined]
             t4 = pc()
             first, last = ledger._writer.insert(encoded)
             t5 = pc()

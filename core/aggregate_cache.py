@@ -69,7 +69,7 @@ class LogTailCache:
             self._catch_up()
             cached = self._aggregates.get(key)
             if cached is None:
-                cached = self._read(key)
+                cached = self._read(aggregate_id)
                 if cached is None:
                     return None
                 self._keep(key, cached)
@@ -85,6 +85,8 @@ class LogTailCache:
         """
         with self._lock:
             for aggregate in aggregates:
+                if aggregate.version == 1:
+                    continue  # created by this save: it cannot be cached
                 key = aggregate.id.hex
                 cached = self._aggregates.get(key)
                 if cached is not None and cached.version < aggregate.version:
@@ -101,12 +103,12 @@ class LogTailCache:
     def _head(self) -> int:
         return self._connection.execute(self._head_sql).fetchone()[0] or 0
 
-    def _read(self, key: str) -> LedgerAggregate | None:
+    def _read(self, aggregate_id: UUID) -> LedgerAggregate | None:
         aggregate = None
-        for version, topic, state in self._connection.execute(self._events_sql, (key,)):
-            aggregate = self._to_domain_event(StoredEvent(key, version, topic, state)).mutate(
-                aggregate
-            )
+        rows = self._connection.execute(self._events_sql, (aggregate_id.hex,))
+        for version, topic, state in rows:
+            event = self._to_domain_event(StoredEvent(aggregate_id, version, topic, state))
+            aggregate = event.mutate(aggregate)
         return aggregate
 
     def _catch_up(self) -> None:
@@ -124,7 +126,8 @@ class LogTailCache:
                 continue  # not cached, or its state already holds this event
             if version == cached.version + 1:
                 try:
-                    event = self._to_domain_event(StoredEvent(hex_id, version, topic, state))
+                    stored = StoredEvent(UUID(hex_id), version, topic, state)
+                    event = self._to_domain_event(stored)
                     event.mutate(cached)
                     continue
                 except Exception:  # an event it cannot apply: forget the aggregate

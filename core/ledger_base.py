@@ -191,10 +191,7 @@ class LedgerBase(Application[UUID]):
             events.extend(aggregate.collect_events())
         if not events:
             return self.head_position()
-        rows = [
-            (s.originator_id.hex, s.originator_version, s.topic, s.state)
-            for s in map(self.mapper.to_stored_event, events)
-        ]
+        rows = list(map(self.mapper.to_row, events))  # type: ignore[attr-defined]
         try:
             first, last = self._writer.insert(rows)
         except IntegrityError as error:

@@ -78,7 +78,9 @@ def _shape(cls: type, textual: bool = False) -> _EventShape:
 
 def encode_state(event: object) -> bytes:
     """Encode an event's own fields (not its id and version) as MessagePack."""
-    state = {k: v for k, v in vars(event).items() if k not in _ROW_FIELDS}
+    state = dict(vars(event))  # a copy, then drop the row's fields: keeps the order
+    state.pop("originator_id", None)
+    state.pop("originator_version", None)
     class_version = getattr(type(event), "class_version", 1)
     if class_version > 1:
         state["class_version"] = class_version
@@ -157,6 +159,15 @@ class MsgspecMapper(Mapper[UUID]):
             originator_version=domain_event.originator_version,
             topic=get_topic(type(domain_event)),
             state=self.seal(encode_state(domain_event)),
+        )
+
+    def to_row(self, domain_event: Any) -> tuple[str, int, str, bytes]:
+        """(aggregate id as 32 hex digits, version, topic, stored state) for the writers."""
+        return (
+            domain_event.originator_id.hex,
+            domain_event.originator_version,
+            get_topic(type(domain_event)),
+            self.seal(encode_state(domain_event)),
         )
 
     def seal(self, state: bytes) -> bytes:
