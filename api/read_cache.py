@@ -7,10 +7,11 @@ pass (answers for "now" age; this bounds how old their `at` can be).
 
 Routes opt in with `opt=cached_read(...)`. On a miss the route computes and keeps its
 answer (`answer`); hits are sent by `ReadCacheMiddleware` before Litestar builds a
-request, resolves dependencies or hops to a thread. It serves only a caller whose
-token the authenticator already holds and whose role the route's ability admits;
-anything else (no token, unknown token, other role, odd query) goes down the full
-route, which answers exactly as without a cache.
+request, resolves dependencies or hops to a thread (it asks the authenticator, whose
+in-memory answers last a second). It serves only a caller whose token authenticates
+and whose role the route's ability admits; anything else (no token, unknown or revoked
+token, other role, odd query) goes down the full route, which answers exactly as
+without a cache.
 
 Correctness rules:
 - the key is the path, the raw query string without `min_position`, and the caller's
@@ -324,7 +325,7 @@ class ReadCacheMiddleware:
             self.cache.finish(flight)
 
     async def _cached(self, scope: Scope, policy: ReadPolicy) -> tuple[bytes | None, Flight | None]:
-        principal = self._principal(scope)
+        principal = await self._principal(scope)
         if principal is None or principal.role not in ABILITIES[policy.ability]:
             return None, None
         key, min_position = _request_key(scope, principal, policy)
@@ -332,8 +333,8 @@ class ReadCacheMiddleware:
             return None, None
         return await self.cache.lookup(key, min_position)
 
-    def _principal(self, scope: Scope) -> Principal | None:
-        """The caller if the authenticator holds its token now (else the route decides)."""
+    async def _principal(self, scope: Scope) -> Principal | None:
+        """The caller (None: no usable bearer token, and the route answers 401)."""
         authorization = []
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -344,4 +345,9 @@ class ReadCacheMiddleware:
         if secret is None or len(authorization) != 1:
             return None
         hit, principal = self.authenticator.cached(secret)
-        return principal if hit else None
+        if hit:
+            return principal
+        # Once a second a token's cache entry lapses: ask the ledger here, so that the
+        # requests arriving meanwhile share one computed answer rather than each compute
+        # their own.
+        return await anyio.to_thread.run_sync(self.authenticator.authenticate, secret)
