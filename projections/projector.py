@@ -136,27 +136,20 @@ class Projector:
                 writer = ViewWriter(tx, generation)
                 self.alerts.begin(tx, writer.t, start, writer.flush)
                 alert, write = self.alerts.apply, writer.apply
-                for (position, aggregate_id, version, topic, _), fields, audit in zip(
-                    rows, page.fields, page.audits, strict=True
+                for (position, aggregate_id, version, topic, _), fields in zip(
+                    rows, page.fields, strict=True
                 ):
                     try:
                         if isinstance(fields, Exception):
                             raise fields
                         alert(position, aggregate_id, topic, fields)
-                        write(position, aggregate_id, version, topic, fields, audit)
+                        write(position, aggregate_id, version, topic, fields)
                     except Exception as error:
                         raise _Unapplied(position, topic, error) from error
                 try:
                     writer.flush()
                     self.alerts.finish()
-                    if page.links is None:
-                        chain.extend(tx, generation, rows, start, self.ledger)
-                    else:  # computed ahead (a rebuild), from the link at `start`
-                        tx.executemany(
-                            f"INSERT INTO {schema.table(generation, 'chain')} (position, hash)"
-                            " VALUES (?, ?)",
-                            page.links,
-                        )
+                    chain.extend(tx, generation, rows, start, self.ledger)
                 except Exception as error:
                     raise _Unapplied(rows[-1][0], "batch", error) from error
                 tx.execute(
@@ -325,8 +318,6 @@ def rebuild(
     """Build every read model afresh beside the live ones, then swap them in atomically.
 
     Returns the new generation. It never sends notifications: it only writes views.
-    The log is read and decoded a few pages ahead in a thread (`log_pages.ReadAhead`)
-    while the views are written, each page in its own transaction.
     """
     with store.transaction() as tx:
         schema.ensure_meta(tx)
@@ -336,18 +327,15 @@ def rebuild(
     with store.bulk_load():
         first = start = builder.position()
         head = ledger.head_position()
-        # A fresh generation's chain starts at the genesis link: hash it ahead too.
-        link = chain.GENESIS if start == 0 else None
-        pages = log_pages.ReadAhead(ledger, start, head, batch_size, link=link)
-        try:
-            for page in pages:
-                if builder.apply_page(start, page) != len(page.rows):
-                    raise RuntimeError(f"generation {generation} was written by someone else")
-                start = page.rows[-1][0]
-                if progress is not None:
-                    progress(start - first, head - first)
-        finally:
-            pages.close()
+        while start < head:
+            page = log_pages.page(ledger, start, min(batch_size, head - start))
+            if not page.rows:
+                break
+            if builder.apply_page(start, page) != len(page.rows):
+                raise RuntimeError(f"generation {generation} was written by someone else")
+            start = page.rows[-1][0]
+            if progress is not None:
+                progress(start - first, head - first)
         with store.transaction() as tx:
             schema.create_indexes(tx, generation)
     builder.catch_up()  # what arrived while the indexes were built

@@ -41,21 +41,9 @@ class ViewWriter:
         }
         self._events, self.readings = self.rows["event"], self.rows["reading"]
 
-    def apply(
-        self,
-        position: int,
-        aggregate_id: str,
-        version: int,
-        topic: str,
-        e: Any,
-        audit: tuple[Any, ...] | None = None,
-    ) -> None:
-        """Record one event (its typed fields `e`) in the audit timeline and its views.
-
-        `audit` is the event's `audit_row` when it was made ahead (in a read-ahead thread).
-        """
-        if audit is None:
-            audit = audit_row(position, aggregate_id, version, topic, e)
+    def apply(self, position: int, aggregate_id: str, version: int, topic: str, e: Any) -> None:
+        """Record one event (its typed fields `e`) in the audit timeline and its views."""
+        audit = audit_row(position, aggregate_id, version, topic, e)
         self._events.append(audit)
         self.version = version
         self.recorded_at = audit[6]
