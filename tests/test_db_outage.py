@@ -48,6 +48,12 @@ class Writer:
         self.readings: set[tuple[str, str]] = set()
         self.position = 0
 
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.client.close()
+
     def check_in(self, note: str) -> httpx.Response:
         krs = self.world.key_result_ids
         kr = krs[(len(self.check_ins) + len(self.refused_check_ins)) % len(krs)]
@@ -90,9 +96,8 @@ def test_outage_answers_503_then_recovers_without_restart_or_loss(postgres_url):
     world = prepare(postgres_url, key_results=2, kpis=2)
     proxy = SeverableProxy(urlsplit(postgres_url).port or 5432)
     try:
-        with serving(proxied(postgres_url, proxy)) as server:
+        with serving(proxied(postgres_url, proxy)) as server, Writer(server, world) as writer:
             server.wait_healthy()
-            writer = Writer(server, world)
             for step in range(5):
                 assert writer.check_in(f"before {step}").status_code == 201
                 assert writer.record(f"before-{step}").status_code == 201
