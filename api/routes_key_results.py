@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from decimal import Decimal
 from uuid import UUID
 
@@ -25,7 +27,9 @@ from goalledger.api.problems import problem_responses
 from goalledger.core.errors import Conflict
 from goalledger.core.objectives import KeyResult
 
-CHECK_IN_ATTEMPTS = 3
+# Check-ins from one process are serialised by the ledger; these retries cover other
+# processes writing to the same key result (a few ms apart, jittered).
+CHECK_IN_ATTEMPTS = 8
 
 
 class KeyResultIn(Body):
@@ -187,6 +191,7 @@ class KeyResultController(Controller):
                     # check-in is no reason to fail: try again on the new version.
                     if expected is not None or attempt == CHECK_IN_ATTEMPTS - 1:
                         raise
+                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         body = CheckInWritten(written.id, written.version, written.position)
         return aggregate_response(body, written.version, status_code=201, position=written.position)
 

@@ -8,7 +8,9 @@ recording events (a conflict when stale), and reading the log back in bulk.
 from __future__ import annotations
 
 import enum
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -58,6 +60,7 @@ class LedgerBase(Application[UUID]):
         env = storage.eventsourcing_env(self.settings)
         self._cache: LogTailCache | None = None
         self._found: set[tuple[UUID, type]] = set()
+        self._append_locks = tuple(threading.Lock() for _ in range(_APPEND_LOCK_STRIPES))
         self._writer: SQLiteWriter | PostgresWriter
         if storage.kind == "sqlite":
             # On SQLite the ledger keeps its own cache, fresh from the log's tail.
@@ -214,6 +217,15 @@ class LedgerBase(Application[UUID]):
         position = self.record(aggregate)
         return Written(id=aggregate.id, version=aggregate.version, position=position)
 
+    def _appending_to(self, aggregate_id: UUID) -> AbstractContextManager[Any]:
+        """Serialise appends to one aggregate within this process (load, decide, save).
+
+        Appends such as check-ins do not conflict in meaning; without this, threads of one
+        server racing on one key result would turn each other's saves into conflicts.
+        Other processes can still race; callers retry those on the new version.
+        """
+        return self._append_locks[aggregate_id.int % _APPEND_LOCK_STRIPES]
+
     def _change(self, aggregate_id: UUID, kind: type[A], expected_version: int | None) -> A:
         aggregate = self.load(aggregate_id, kind)
         if expected_version is not None and aggregate.version != expected_version:
@@ -224,6 +236,8 @@ class LedgerBase(Application[UUID]):
             )
         return aggregate
 
+
+_APPEND_LOCK_STRIPES = 64
 
 # eventsourcing's per-use cache; on SQLite the ledger has its own (`LogTailCache`).
 _EVENTSOURCING_CACHE_KEYS = frozenset(

@@ -270,10 +270,11 @@ class GoalCommands(LedgerBase):
         **check_in: Any,
     ) -> Written:
         """Record a check-in; refused when the key result's cycle is closed."""
-        kr = self._change(key_result_id, KeyResult, expected_version)
-        self._require_open_cycle(kr)
-        kr.check_in(actor=actor, **check_in)
-        return self._written(kr)
+        with self._appending_to(key_result_id):
+            kr = self._change(key_result_id, KeyResult, expected_version)
+            self._require_open_cycle(kr)
+            kr.check_in(actor=actor, **check_in)
+            return self._written(kr)
 
     def _require_open_cycle(self, kr: KeyResult) -> None:
         require(

@@ -134,3 +134,24 @@ def test_expected_version_guards_every_kind_of_change(ledger: Ledger) -> None:
     assert (
         ledger.change_kpi(kpi.id, name="Availability", actor="a", expected_version=1).version == 2
     )
+
+
+def test_concurrent_check_ins_to_one_key_result_all_land(ledger: Ledger) -> None:
+    """Check-ins append: threads of one process racing on one key result never conflict."""
+    [kr_id] = key_results(ledger, 1)
+    writers, each = 16, 10
+    barrier = threading.Barrier(writers)
+
+    def writer(number: int) -> list[int]:
+        barrier.wait(timeout=30)
+        return [
+            ledger.check_in(kr_id, value=D(step), note=f"w{number} s{step}", actor="racer").version
+            for step in range(each)
+        ]
+
+    with ThreadPoolExecutor(max_workers=writers) as pool:
+        versions = [v for vs in pool.map(writer, range(writers)) for v in vs]
+
+    assert sorted(versions) == list(range(2, 2 + writers * each))  # each got its own version
+    notes = [event.note for event in check_ins_of(ledger, kr_id)]
+    assert sorted(notes) == sorted(f"w{n} s{s}" for n in range(writers) for s in range(each))
