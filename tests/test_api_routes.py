@@ -185,6 +185,8 @@ def test_operations_and_schema(api):
     assert org["cycle"]["id"] not in metrics
     assert 'goalledger_readings_ingested_total{outcome="recorded"} 1.0' in metrics
     assert 'goalledger_readings_ingested_total{outcome="duplicate"} 1.0' in metrics
+    # Caught up first: a batch applied afterwards would clear the planted failure.
+    assert api.system.projector.wait_for(head, timeout=30)
     api.system.projector.failure = ProjectionFailed(1, "goalledger/cycle/defined", "boom")
     failed = api.get("/ready", token=None)
     assert failed.status_code == 503
