@@ -11,12 +11,14 @@ from __future__ import annotations
 import select
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 
 import psycopg
 
+from goalledger.core.breaker import Breaker
 from goalledger.core.settings import Settings, Storage
 
 
@@ -88,7 +90,18 @@ class Tx:
         return None if row is None else row[0]
 
 
-VIEW_CACHE_KIB = 64 * 1024  # per connection; bounded, so memory stays flat
+# Page cache per connection: small for the many readers' threads (their queries are
+# indexed), large while a rebuild loads (see `bulk_load`). Bounded, so memory stays flat.
+READ_CACHE_KIB = 4 * 1024
+VIEW_CACHE_KIB = 64 * 1024
+# Readers overlap all the time under load, so SQLite's automatic (passive) checkpoints
+# never get to restart the WAL and it grows without end (1.3 GB in a 5-minute soak).
+# The projector's commits force one that waits for readers every few seconds instead,
+# and the file is cut back to this size afterwards.
+CHECKPOINT_SECONDS = 2.0
+CHECKPOINT_WAIT_MS = 200
+BUSY_TIMEOUT_MS = 30_000
+WAL_LIMIT_BYTES = 64 * 1024 * 1024
 # WAL pages between checkpoints while a rebuild writes (SQLite's default is 1,000): each
 # checkpoint syncs, and copies the last pages of every growing table once more.
 BULK_CHECKPOINT_PAGES = 25_000
@@ -109,18 +122,21 @@ class SQLiteViewStore(ViewStore):
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
+        self._checkpointed = time.monotonic()
 
     def _connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
         if connection is None:
             connection = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=30
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
             )
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
-            # A rebuild inserts into indexes keyed by random ids (reading keys); with
-            # SQLite's 2 MB default cache that turns into disk reads past ~200k events.
-            connection.execute(f"PRAGMA cache_size=-{VIEW_CACHE_KIB}")
+            connection.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
+            connection.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             connection.execute("PRAGMA foreign_keys=OFF")
             self._local.connection = connection
             with self._lock:
@@ -139,8 +155,23 @@ class SQLiteViewStore(ViewStore):
             raise
         else:
             connection.commit()
+            self._checkpoint_now_and_then(connection)
         finally:
             cursor.close()
+
+    def _checkpoint_now_and_then(self, connection: sqlite3.Connection) -> None:
+        if getattr(self._local, "bulk", False):
+            return  # a rebuild checkpoints on its own schedule
+        now = time.monotonic()
+        if now - self._checkpointed >= CHECKPOINT_SECONDS:
+            self._checkpointed = now
+            # Wait a little for readers to move on, never long: a checkpoint that cannot
+            # finish now simply tries again next time.
+            connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            try:
+                connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            finally:
+                connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -160,9 +191,15 @@ class SQLiteViewStore(ViewStore):
         connection = self._connection()
         (pages,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
         connection.execute(f"PRAGMA wal_autocheckpoint={BULK_CHECKPOINT_PAGES}")
+        # A rebuild inserts into indexes keyed by random ids (reading keys); with a
+        # small cache that turns into disk reads past ~200k events.
+        connection.execute(f"PRAGMA cache_size=-{VIEW_CACHE_KIB}")
+        self._local.bulk = True
         try:
             yield
         finally:
+            self._local.bulk = False
+            connection.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
             connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
@@ -178,6 +215,7 @@ class PostgresViewStore(ViewStore):
     """Read models in the ledger's PostgreSQL database, one connection per thread."""
 
     kind = "postgresql"
+    breaker: Breaker | None = None  # set by the system: fail at once while the database is down
 
     def __init__(self, storage: Storage) -> None:
         self.conninfo = psycopg.conninfo.make_conninfo(
@@ -205,16 +243,21 @@ class PostgresViewStore(ViewStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        connection = self._connection()
-        with connection.transaction(), connection.cursor() as cursor:
-            yield Tx(cursor, rewrite=True)
+        with self._guarding():
+            connection = self._connection()
+            with connection.transaction(), connection.cursor() as cursor:
+                yield Tx(cursor, rewrite=True)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        connection = self._connection()
-        with connection.transaction(), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield Tx(cursor, rewrite=True)
+        with self._guarding():
+            connection = self._connection()
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield Tx(cursor, rewrite=True)
+
+    def _guarding(self) -> AbstractContextManager[None]:
+        return self.breaker.guarding() if self.breaker is not None else nullcontext()
 
     def close(self) -> None:
         with self._lock:
