@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from goalledger.core.breaker import Breaker, guard_datastore
 from goalledger.core.kpis import SourceBinding
 from goalledger.core.ledger import Ledger
 from goalledger.core.secrets import Keyring
@@ -18,7 +19,7 @@ from goalledger.plugins.rekey import check_keys, warn_of_stale
 from goalledger.plugins.scheduler import Scheduler
 from goalledger.projections.projector import Projector
 from goalledger.projections.queries import Views
-from goalledger.projections.store import ViewStore, open_view_store
+from goalledger.projections.store import PostgresViewStore, ViewStore, open_view_store
 
 
 class System:
@@ -33,6 +34,13 @@ class System:
         self.plugins.keyring = Keyring.parse(settings.secret_key, settings.secret_keys_previous)
         self.ledger = Ledger(settings)
         self.store: ViewStore = open_view_store(settings)
+        # PostgreSQL: one breaker for the ledger's pool and the read models' connections,
+        # so that an outage answers 503 at once rather than after eventsourcing's retries.
+        self.breaker: Breaker | None = None
+        if isinstance(self.store, PostgresViewStore):
+            self.breaker = Breaker.for_storage(settings.storage())
+            guard_datastore(self.ledger.factory.datastore, self.breaker)  # type: ignore[attr-defined]
+            self.store.breaker = self.breaker
         self.projector = Projector(self.ledger, self.store)
         self.sources = SourceRunner(self.ledger, self.plugins)
         self.sender = Sender(self.plugins)
@@ -55,6 +63,8 @@ class System:
         self.projector.stop()
         self.store.close()
         self.ledger.close()
+        if self.breaker is not None:
+            self.breaker.close()
 
     def __enter__(self) -> System:
         return self

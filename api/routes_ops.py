@@ -124,7 +124,8 @@ def health() -> Health:
 @get("/ready", operation_id="ready", security=[], tags=["operations"], sync_to_thread=True)
 def ready(system: NamedDependency[System]) -> JsonResponse[Readiness]:
     """Readiness: the database answers and the projector keeps up (503 otherwise)."""
-    if system.projector.interrupted is not None:  # its loop already found the database down
+    breaker_open = system.breaker is not None and system.breaker.is_open
+    if breaker_open or system.projector.interrupted is not None:  # found the database down
         return JsonResponse(
             Readiness(status="unavailable", database="unreachable"), status_code=503
         )

@@ -10,11 +10,21 @@ import psycopg
 from eventsourcing.persistence import ConnectionUnavailableError
 
 
+class DatabaseDown(Exception):
+    """The circuit breaker (core/breaker.py) found the database unreachable: not tried."""
+
+
 def database_unavailable(error: BaseException | None) -> bool:
     """Whether `error`, or an error that caused it, says the database is unavailable."""
     while error is not None:
         if isinstance(
-            error, (psycopg.OperationalError, psycopg.InterfaceError, ConnectionUnavailableError)
+            error,
+            (
+                DatabaseDown,
+                psycopg.OperationalError,
+                psycopg.InterfaceError,
+                ConnectionUnavailableError,
+            ),
         ):
             return True  # psycopg: connection refused or lost, pool timeout, lock timeout
         if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):

@@ -13,11 +13,12 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Protocol
 
 import psycopg
 
+from goalledger.core.breaker import Breaker
 from goalledger.core.settings import Settings, Storage
 
 
@@ -214,6 +215,7 @@ class PostgresViewStore(ViewStore):
     """Read models in the ledger's PostgreSQL database, one connection per thread."""
 
     kind = "postgresql"
+    breaker: Breaker | None = None  # set by the system: fail at once while the database is down
 
     def __init__(self, storage: Storage) -> None:
         self.conninfo = psycopg.conninfo.make_conninfo(
@@ -241,16 +243,21 @@ class PostgresViewStore(ViewStore):
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        connection = self._connection()
-        with connection.transaction(), connection.cursor() as cursor:
-            yield Tx(cursor, rewrite=True)
+        with self._guarding():
+            connection = self._connection()
+            with connection.transaction(), connection.cursor() as cursor:
+                yield Tx(cursor, rewrite=True)
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        connection = self._connection()
-        with connection.transaction(), connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            yield Tx(cursor, rewrite=True)
+        with self._guarding():
+            connection = self._connection()
+            with connection.transaction(), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield Tx(cursor, rewrite=True)
+
+    def _guarding(self) -> AbstractContextManager[None]:
+        return self.breaker.guarding() if self.breaker is not None else nullcontext()
 
     def close(self) -> None:
         with self._lock:
