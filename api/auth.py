@@ -91,6 +91,13 @@ class Authenticator:
             self._cache[hash_secret(secret)] = (time.monotonic() + trusted_for, principal)
         return principal
 
+    async def principal(self, secret: str) -> Principal | None:
+        """`authenticate` for async code: the cache inline, the ledger in a worker thread."""
+        hit, principal = self.cached(secret)
+        if hit:
+            return principal
+        return await anyio.to_thread.run_sync(self.authenticate, secret)
+
     def forget(self, token_id: UUID) -> None:
         """Drop a token from the cache (it was just revoked in this process)."""
         with self._lock:
@@ -119,9 +126,7 @@ async def authenticate_connection(
             "an 'Authorization: Bearer <token>' header is required",
             headers={"WWW-Authenticate": 'Bearer realm="goalledger"'},
         )
-    hit, principal = authenticator.cached(secret)
-    if not hit:
-        principal = await anyio.to_thread.run_sync(authenticator.authenticate, secret)
+    principal = await authenticator.principal(secret)
     if principal is None:
         raise Unauthorized(
             "the token is unknown, revoked or expired",

@@ -185,10 +185,7 @@ class IdempotencyMiddleware:
         secret = bearer_secret(authorization)
         if secret is None:
             return None
-        hit, principal = self.authenticator.cached(secret)
-        if hit:
-            return principal
-        return await anyio.to_thread.run_sync(self.authenticator.authenticate, secret)
+        return await self.authenticator.principal(secret)
 
     async def _run(
         self, scope: Scope, body: bytes, send: Send, token_id: str, key: str, owner: str

@@ -17,7 +17,6 @@ import time
 from traceback import walk_tb
 from uuid import UUID
 
-import anyio.to_thread
 from litestar import Request, Response
 from litestar.datastructures import Headers
 from litestar.middleware import DefineMiddleware
@@ -169,7 +168,4 @@ class WriteRateLimitMiddleware:
         secret = bearer_secret(authorization)
         if secret is None:
             return None
-        hit, principal = self.authenticator.cached(secret)
-        if hit:
-            return principal
-        return await anyio.to_thread.run_sync(self.authenticator.authenticate, secret)
+        return await self.authenticator.principal(secret)

@@ -344,10 +344,7 @@ class ReadCacheMiddleware:
         secret = bearer_secret(authorization[0].decode("latin-1")) if authorization else None
         if secret is None or len(authorization) != 1:
             return None
-        hit, principal = self.authenticator.cached(secret)
-        if hit:
-            return principal
-        # Once a second a token's cache entry lapses: ask the ledger here, so that the
+        # Once a second a token's cache entry lapses: ask the ledger here too, so that the
         # requests arriving meanwhile share one computed answer rather than each compute
         # their own.
-        return await anyio.to_thread.run_sync(self.authenticator.authenticate, secret)
+        return await self.authenticator.principal(secret)
