@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -26,6 +27,7 @@ from goalledger.api.http_json import Body, JsonResponse
 from goalledger.api.http_reads import kpi_ids
 from goalledger.api.pagination import Cursor, Limit, Page, decode_cursor, page
 from goalledger.api.problems import problem_responses
+from goalledger.api.reading_bodies import BatchReadingIn, ReadingBodies
 from goalledger.api.routes_ops import LedgerMetrics
 from goalledger.core.errors import DomainError, require
 from goalledger.core.kpis import FREQUENCIES, Kpi, SourceBinding, thresholds_for
@@ -99,15 +101,6 @@ class ReadingIn(Body):
     observed_at: AwareDatetime
 
 
-class BatchReadingIn(Body):
-    """One reading of any KPI."""
-
-    kpi_id: UUID
-    reading_id: str
-    value: Decimal
-    observed_at: AwareDatetime
-
-
 class CorrectionIn(Body):
     """A corrected value for a reading, and why."""
 
@@ -148,7 +141,7 @@ def record(
     metrics: LedgerMetrics,
     access: TeamScope,
     actor: str,
-    readings: list[ReadingInput],
+    readings: Sequence[ReadingInput],
 ) -> JsonResponse[ReadingsOut]:
     """Record readings after checking the caller may write to each KPI."""
     if access.team_id is not None:
@@ -336,6 +329,7 @@ class ReadingBatchController(Controller):
     @post(
         operation_id="recordReadingBatch", guards=[requires("contribute")],
         sync_to_thread=True, responses=READINGS_RESPONSES,
+        dto=ReadingBodies, return_dto=None,  # one typed decode of the body: reading_bodies.py
     )  # fmt: skip
     def record_batch(
         self,
@@ -346,5 +340,4 @@ class ReadingBatchController(Controller):
         data: JSONBody[list[BatchReadingIn]],
     ) -> JsonResponse[ReadingsOut]:
         """Record readings of many KPIs in one request (thousands at a time)."""
-        readings = [ReadingInput(r.kpi_id, r.reading_id, r.value, r.observed_at) for r in data]
-        return record(system, metrics, access, principal.actor, readings)
+        return record(system, metrics, access, principal.actor, data)
