@@ -14,16 +14,22 @@ On SQLite one connection takes every write under a lock: SQLite lets one writer 
 a time anyway, and eventsourcing's pool costs a checkout and a fresh prepare of each
 statement (its connections cache one), about a quarter of a single-event command. It
 uses the configured `PRAGMA synchronous`, so a commit is as durable as the setting
-says before it returns. On PostgreSQL each write is one call of a function in the
+says before it returns. Commands that arrive while a commit is under way share the
+next transaction (group commit): with `synchronous=FULL` a commit waits for the disk,
+and one wait then acknowledges every command in the group. Each command stays atomic
+on its own: a stale one is undone to its savepoint and refused, the others commit.
+
+On PostgreSQL each write is one call of a function in the
 database that takes the table lock eventsourcing's inserts take, so commit order is
 the order of notification ids.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
 from typing import Any
@@ -33,7 +39,10 @@ from eventsourcing.persistence import IntegrityError, InterfaceError, Operationa
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+log = logging.getLogger(__name__)
+
 Row = tuple[str, int, str, bytes]  # aggregate id (32 hex digits), version, topic, state
+Committed = Callable[[int, int], None]  # told the positions of a command's rows once committed
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -48,6 +57,24 @@ class Appended(msgspec.Struct, frozen=True):
 NOTHING = Appended(skipped=frozenset(), first=None, last=None)
 
 
+class _Command:
+    """One command's rows waiting for a group commit, and how it ended."""
+
+    __slots__ = ("done", "error", "on_commit", "rows", "span")
+
+    def __init__(self, rows: Sequence[Row], on_commit: Committed | None) -> None:
+        self.rows = rows
+        self.on_commit = on_commit
+        self.span: tuple[int, int] = (0, 0)
+        self.error: BaseException | None = None
+        self.done = False
+
+    def outcome(self) -> tuple[int, int]:
+        if self.error is not None:
+            raise self.error
+        return self.span
+
+
 class SQLiteWriter:
     """Transactions on the SQLite events table, one at a time."""
 
@@ -57,22 +84,91 @@ class SQLiteWriter:
         )
         self._connection.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._lock = threading.Lock()
+        # Group commit: commands queue here; the first to find no commit under way
+        # leads one transaction for everything queued, the others wait for it.
+        self._queue: list[_Command] = []
+        self._turn = threading.Condition(threading.Lock())
+        self._leading = False
         self._table = table
         self._insert = f"INSERT INTO {table} VALUES (?, ?, ?, ?)"
         self._insert_new = f"INSERT INTO {table} VALUES (?, 1, ?, ?) ON CONFLICT DO NOTHING"
         self._max = f"SELECT max(rowid) FROM {table}"
 
-    def insert(self, rows: Sequence[Row]) -> tuple[int, int]:
-        """Insert rows in one transaction; their positions run from first to last."""
-        with self._transaction() as cursor:
+    def insert(self, rows: Sequence[Row], on_commit: Committed | None = None) -> tuple[int, int]:
+        """Insert one command's rows atomically; their positions run from first to last.
+
+        The command may share its transaction with others queued at the same moment;
+        it returns once that transaction has committed. `on_commit(first, last)` runs
+        before anything later is committed, in commit order (the ledger's cache keeps
+        its place in the log that way).
+        """
+        command = _Command(rows, on_commit)
+        with self._turn:
+            self._queue.append(command)
+            while self._leading and not command.done:
+                self._turn.wait()
+            if command.done:
+                return command.outcome()
+            self._leading = True
+            group, self._queue = self._queue, []
+        try:
+            self._commit(group)
+        finally:
+            with self._turn:
+                self._leading = False
+                self._turn.notify_all()
+        return command.outcome()
+
+    def _commit(self, group: list[_Command]) -> None:
+        """One transaction for the group; a command the database refuses is undone alone."""
+        spans: list[tuple[int, int] | BaseException] = []
+        try:
+            with self._transaction() as cursor:
+                for command in group:
+                    spans.append(self._insert_command(cursor, command.rows))
+        except BaseException as error:
+            for command in group:
+                command.error, command.done = error, True
+            raise
+        for command, span in zip(group, spans, strict=True):
+            command.done = True
+            if isinstance(span, BaseException):
+                command.error = span
+                continue
+            command.span = span
+            if command.on_commit is not None:
+                try:
+                    command.on_commit(*span)
+                except Exception:  # the rows are committed: the command succeeded
+                    log.exception("after committing positions %d..%d", *span)
+
+    def _insert_command(
+        self, cursor: sqlite3.Cursor, rows: Sequence[Row]
+    ) -> tuple[int, int] | BaseException:
+        """Insert one command's rows; what refused them is returned, not raised, so the
+        rest of the group can commit. A failed INSERT undoes only itself; several rows
+        take a savepoint to be undone together."""
+        savepoint = len(rows) > 1
+        if savepoint:
+            cursor.execute("SAVEPOINT command")
+        try:
             if len(rows) == 1:
                 cursor.execute(self._insert, rows[0])
                 last: Any = cursor.lastrowid
             else:
                 cursor.executemany(self._insert, rows)
-                # The write lock is held: this transaction's rows are the newest rowids,
+                # The write lock is held: this command's rows are the newest rowids,
                 # numbered one after another (SQLite gives a new row max(rowid) + 1).
                 last = cursor.execute(self._max).fetchone()[0]
+        except sqlite3.Error as error:
+            if not self._connection.in_transaction:
+                raise  # SQLite ended the transaction: nothing of the group stands
+            if savepoint:
+                cursor.execute("ROLLBACK TO command")
+                cursor.execute("RELEASE command")
+            return IntegrityError(error) if isinstance(error, sqlite3.IntegrityError) else error
+        if savepoint:
+            cursor.execute("RELEASE command")
         return last - len(rows) + 1, last
 
     def insert_new(self, topic: str, keys: Sequence[str], states: Sequence[bytes]) -> Appended:
@@ -194,7 +290,7 @@ class PostgresWriter:
 
     # As eventsourcing's recorder: a dropped connection or a lock timeout is retried.
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
-    def insert(self, rows: Sequence[Row]) -> tuple[int, int]:
+    def insert(self, rows: Sequence[Row], on_commit: Committed | None = None) -> tuple[int, int]:
         """Insert rows in one transaction; their positions run from first to last."""
         params = (
             _array(row[0] for row in rows),
@@ -203,6 +299,8 @@ class PostgresWriter:
             _bytea_array(row[3] for row in rows),
         )
         summary = self._call(self._insert, params)
+        if on_commit is not None:
+            on_commit(summary["first"], summary["last"])
         return summary["first"], summary["last"]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)

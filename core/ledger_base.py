@@ -196,14 +196,15 @@ class LedgerBase(Application[UUID]):
             return self.head_position()
         rows = list(map(self.mapper.to_row, events))  # type: ignore[attr-defined]
         try:
-            first, last = self._writer.insert(rows)
+            _, last = self._writer.insert(
+                rows, lambda first, last: self._appended(first, last, aggregates)
+            )
         except IntegrityError as error:
             ids = ", ".join(str(a.id) for a in aggregates)
             raise Conflict(
                 f"{ids} changed since it was read; reload and try again",
                 aggregate_id=aggregates[0].id,
             ) from error
-        self._appended(first, last, aggregates)
         return last
 
     def _appended(

@@ -1,0 +1,196 @@
+"""Group commit on SQLite: commands queued during a commit share the next transaction.
+
+Each command must stay atomic on its own (a stale one is refused and leaves nothing,
+the rest of its group commits), every caller learns its own positions, and the hooks
+that keep the ledger's cache in step run in commit order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from goalledger.core.event_writers import Row, SQLiteWriter
+from goalledger.core.ledger import Ledger
+from goalledger.core.objectives import KeyResult
+from goalledger.core.settings import Settings
+
+TABLE = "stored_events"
+
+
+@pytest.fixture
+def writer(tmp_path: Path) -> Iterator[SQLiteWriter]:
+    path = str(tmp_path / "events.db")
+    with closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(
+            f"CREATE TABLE {TABLE} (originator_id TEXT, originator_version INTEGER,"
+            " topic TEXT, state BLOB, PRIMARY KEY (originator_id, originator_version))"
+        )
+    writer = SQLiteWriter(path, TABLE, "full")
+    commits: list[str] = []
+    writer._connection.set_trace_callback(
+        lambda sql: commits.append(sql) if sql == "COMMIT" else None
+    )
+    writer.commits = commits  # type: ignore[attr-defined]
+    yield writer
+    writer.close()
+
+
+def rows(aggregate: str, versions: range) -> list[Row]:
+    return [(aggregate, v, "topic", b"state") for v in versions]
+
+
+def queued_behind_a_commit(writer: SQLiteWriter, commands: list[list[Row]]) -> list[Future]:
+    """Start one command and hold its transaction until every other one is queued."""
+    order: list[tuple[int, int]] = []
+    pool = ThreadPoolExecutor(len(commands) + 1)
+    writer._lock.acquire()  # the first command's transaction waits on this
+    try:
+        first = pool.submit(
+            writer.insert, rows(uuid4().hex, range(1, 2)), lambda f, last: order.append((f, last))
+        )
+        while not writer._leading:
+            time.sleep(0.001)
+        futures = [
+            pool.submit(writer.insert, command, lambda f, last: order.append((f, last)))
+            for command in commands
+        ]
+        while len(writer._queue) < len(commands):
+            time.sleep(0.001)
+    finally:
+        writer._lock.release()
+    first.result(timeout=10)
+    for future in futures:
+        future.exception(timeout=10)
+    pool.shutdown()
+    writer.order = order  # type: ignore[attr-defined]
+    return futures
+
+
+def test_commands_queued_during_a_commit_share_one_transaction(writer: SQLiteWriter) -> None:
+    commands = [rows(uuid4().hex, range(1, 2)) for _ in range(8)] + [rows(uuid4().hex, range(1, 4))]
+    futures = queued_behind_a_commit(writer, commands)
+    assert len(writer.commits) == 2  # the first command's, then all nine together
+    spans = sorted(future.result() for future in futures)
+    assert spans[0][0] == 2 and spans[-1][1] == 12  # positions 2..12, none skipped
+    for (_, last), (first, _) in itertools.pairwise(spans):
+        assert first == last + 1
+    assert [span for span in spans if span[1] - span[0] == 2]  # the three-row command
+
+
+def test_a_stale_command_is_refused_alone_and_leaves_nothing(writer: SQLiteWriter) -> None:
+    held = uuid4().hex
+    writer.insert(rows(held, range(1, 3)))
+    stale_single = rows(held, range(2, 3))  # version 2 is taken
+    stale_multi = rows(held, range(3, 4)) + rows(held, range(1, 2))  # new 3, then taken 1
+    fresh = [rows(uuid4().hex, range(1, 3)) for _ in range(3)]
+    futures = queued_behind_a_commit(
+        writer, [fresh[0], stale_single, fresh[1], stale_multi, fresh[2]]
+    )
+    assert isinstance(futures[1].exception(), IntegrityError)
+    assert isinstance(futures[3].exception(), IntegrityError)
+    committed = [futures[i].result() for i in (0, 2, 4)]
+    with closing(sqlite3.connect(writer_path(writer))) as connection:
+        versions = connection.execute(
+            f"SELECT originator_version FROM {TABLE} WHERE originator_id = ? ORDER BY 1", (held,)
+        ).fetchall()
+        assert versions == [(1,), (2,)]  # the stale command's new version 3 was undone
+        for (first, last), command in zip(committed, fresh, strict=True):
+            found = connection.execute(
+                f"SELECT originator_id, originator_version FROM {TABLE}"
+                " WHERE rowid BETWEEN ? AND ? ORDER BY rowid",
+                (first, last),
+            ).fetchall()
+            assert found == [(a, v) for a, v, _, _ in command]
+
+
+def test_commit_hooks_run_in_commit_order(writer: SQLiteWriter) -> None:
+    commands = [rows(uuid4().hex, range(1, 1 + n % 3 + 1)) for n in range(12)]
+    queued_behind_a_commit(writer, commands)
+    order = writer.order  # type: ignore[attr-defined]
+    assert order == sorted(order) and len(order) == 13
+
+
+def test_a_command_the_database_refuses_fails_alone(writer: SQLiteWriter) -> None:
+    def refuse() -> None:
+        raise RuntimeError("no")
+
+    writer._connection.create_function("refuse", 0, refuse)
+    writer._connection.execute(
+        f"CREATE TEMP TRIGGER refuse BEFORE INSERT ON {TABLE} WHEN NEW.topic = 'poison'"
+        " BEGIN SELECT refuse(); END"
+    )
+    poison = [*rows(uuid4().hex, range(1, 2)), (uuid4().hex, 1, "poison", b"")]
+    fine = rows(uuid4().hex, range(1, 3))
+    futures = queued_behind_a_commit(writer, [poison, fine, [(uuid4().hex, 1, "poison", b"")]])
+    assert isinstance(futures[0].exception(), sqlite3.OperationalError)
+    assert isinstance(futures[2].exception(), sqlite3.OperationalError)
+    assert futures[1].result() == (2, 3)  # the first command took position 1
+    with closing(sqlite3.connect(writer_path(writer))) as connection:
+        assert connection.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (3,)
+
+
+def writer_path(writer: SQLiteWriter) -> str:
+    return writer._connection.execute("PRAGMA database_list").fetchone()[2]
+
+
+def key_results(ledger: Ledger, n: int) -> list[UUID]:
+    cycle = ledger.define_cycle(
+        name="2026-Q4", starts_on=date(2026, 10, 1), ends_on=date(2026, 12, 31), actor="a"
+    )
+    team = ledger.form_team(name="Platform", actor="a")
+    objective = ledger.define_objective(
+        title="Fast", cycle_id=cycle.id, team_id=team.id, owner="o", kind="committed", actor="a"
+    )
+    return [
+        ledger.define_key_result(
+            objective.id, title=f"KR {i}", kind="increase_to", start=Decimal(0),
+            target=Decimal(100), actor="a",
+        ).id
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_concurrent_check_ins_all_land_with_their_own_positions(tmp_path: Path) -> None:
+    """Many threads check in to few key results (FULL durability): every check-in is
+    recorded once, versions count up without gaps, and each caller's position holds
+    its own event; the cache answers with the latest version throughout."""
+    ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
+    try:
+        krs = key_results(ledger, 4)
+        barrier = threading.Barrier(16)
+
+        def check_ins(n: int) -> list[tuple[int, int]]:
+            barrier.wait()
+            kr = krs[n % len(krs)]
+            return [
+                (w.version, w.position)
+                for w in (ledger.check_in(kr, actor="t", value=i) for i in range(25))
+            ]
+
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(check_ins, range(16)))
+        positions = [p for result in results for _, p in result]
+        assert len(set(positions)) == 16 * 25
+        for kr in krs:
+            assert ledger.load(kr, KeyResult).check_ins == 4 * 25
+        by_position = {row[0]: row for row in ledger.notification_rows(min(positions) - 1, 10_000)}
+        for n, result in enumerate(results):
+            for version, position in result:
+                _, aggregate_id, stored_version, _, _ = by_position[position]
+                assert (aggregate_id, stored_version) == (str(krs[n % len(krs)]), version)
+    finally:
+        ledger.close()
