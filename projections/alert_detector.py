@@ -37,6 +37,7 @@ from goalledger.projections.schema import BEGINNING, from_dec, ts
 from goalledger.projections.store import Tx
 
 log = logging.getLogger(__name__)
+READING_RECORDED = Reading.Recorded.TOPIC
 
 
 class AlertDetector:
@@ -56,9 +57,28 @@ class AlertDetector:
 
     def apply(self, position: int, aggregate_id: str, topic: str, e: Any) -> None:
         """Look at one event before its view rows are written."""
+        if topic == READING_RECORDED:
+            self.reading(position, aggregate_id, e, ts(e.observed_at))
+            return
         handler = HANDLERS.get(topic)
         if handler is not None:
             handler(self, position, aggregate_id, e)
+
+    def reading(self, position: int, aggregate_id: str, e: Any, observed: int) -> None:
+        """`apply` for a recorded reading (most events), given its observed time as stored.
+
+        A back-dated reading is let go before its value is parsed: most are.
+        """
+        kpi_id = e.kpi_id  # the id's stored text
+        kpi = self.state.kpis.get(kpi_id)
+        if kpi is None:
+            kpi = self.load().kpi(kpi_id)
+            if kpi is None:
+                return
+        previous = kpi.latest
+        if previous is not None and (observed, position) < (previous.observed, previous.position):
+            return  # back-dated: the current health stays what it was
+        _new_reading(self, kpi_id, kpi, position, observed, Decimal(e.value), aggregate_id, e)
 
     def finish(self) -> None:
         """Store the batch's alerts; queue for sending only those past the live read models
@@ -112,14 +132,6 @@ def _kpi_thresholds(d: AlertDetector, position: int, aid: str, e: Any) -> None:
     kpi = d.load().kpi(aid)
     if kpi is not None:
         kpi.add_thresholds(ts(e.effective_from), position, e.thresholds)
-
-
-def _reading(d: AlertDetector, position: int, aid: str, e: Any) -> None:
-    kpi_id = str(e.kpi_id)
-    kpi = d.load().kpi(kpi_id)
-    if kpi is not None:
-        observed = ts(e.observed_at)
-        _new_reading(d, kpi_id, kpi, position, observed, Decimal(e.value), aid, e)
 
 
 def _reading_corrected(d: AlertDetector, position: int, aid: str, e: Any) -> None:
@@ -254,7 +266,6 @@ HANDLERS: dict[str, Callable[[AlertDetector, int, str, Any], None]] = {
     Kpi.Defined.TOPIC: _kpi_defined,
     Kpi.Changed.TOPIC: _kpi_changed,
     Kpi.ThresholdsChanged.TOPIC: _kpi_thresholds,
-    Reading.Recorded.TOPIC: _reading,
     Reading.Corrected.TOPIC: _reading_corrected,
     KeyResult.Defined.TOPIC: _kr_defined,
     KeyResult.TargetChanged.TOPIC: _kr_target,

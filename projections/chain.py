@@ -82,15 +82,31 @@ def ensure_table(tx: Tx, generation: int) -> None:
     tx.execute(f"CREATE TABLE IF NOT EXISTS {schema.table(generation, 'chain')} ({columns})")
 
 
-def extend(tx: Tx, generation: int, rows: Sequence[Row], start: int, ledger: Ledger) -> None:
+def extend(
+    tx: Tx,
+    generation: int,
+    rows: Sequence[Row],
+    start: int,
+    ledger: Ledger,
+    hashed: tuple[str, list[tuple[int, str]]] | None = None,
+) -> None:
     """Add the links of `rows` (the events after tracking position `start`), in `tx`.
 
     A generation whose chain lags its tracking position (its views were projected
     before the chain existed) is first caught up from the ledger, in the same
     transaction: the chain then vouches for the ledger as it is at that moment.
+    `hashed` is the rows' links computed ahead, from the link before them (hex): used
+    only if that link is this chain's head, else the links are computed here.
     """
     chain = schema.table(generation, "chain")
     head = tx.one(f"SELECT position, hash FROM {chain} ORDER BY position DESC LIMIT 1")
+    if hashed is not None and start == (0 if head is None else int(head[0])):
+        previous_hex, chain_rows = hashed
+        if previous_hex == (GENESIS.hex() if head is None else head[1]) and [
+            row[0] for row in chain_rows
+        ] == [row[0] for row in rows]:
+            tx.executemany(f"INSERT INTO {chain} (position, hash) VALUES (?, ?)", chain_rows)
+            return
     previous = GENESIS if head is None else bytes.fromhex(head[1])
     chained = 0 if head is None else int(head[0])
     while chained < start:

@@ -8,7 +8,7 @@ event. On SQLite the ids are hyphenated by SQLite itself, not row by row in Pyth
 No read-ahead thread: SQLite releases the GIL at every row it steps, so beside a busy
 Python thread each row of an `executemany` waits for the GIL (a bare insert of 200k rows:
 66 s instead of 0.2 s here), and a threaded rebuild measured no faster. Parallel work
-needs a second process.
+needs a second process: see `read_ahead`.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ class Page(NamedTuple):
 
     rows: list[Row]
     fields: list[Any]
+    # Chain links hashed ahead (`read_ahead`): the link before the page (hex) and each
+    # row's (position, link as hex); the projector uses them if that link is its head.
+    links: tuple[str, list[tuple[int, str]]] | None = None
 
 
 def read_rows(ledger: Ledger, after: int, limit: int) -> list[Row]:
@@ -45,12 +48,17 @@ def read_rows(ledger: Ledger, after: int, limit: int) -> list[Row]:
         return ledger.notification_rows(after, limit)
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.sqlite_cursor.row_factory = None  # plain tuples
-        cursor.execute(
-            f"SELECT rowid, {_HYPHENATED}, originator_version, topic, state, originator_id"
-            f" FROM {recorder.events_table_name} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-            (after, limit),
-        )
-        return [row[:5] if row[1] is not None else _canonical(row) for row in cursor.fetchall()]
+        return select_rows(cursor, recorder.events_table_name, after, limit)
+
+
+def select_rows(cursor: Any, table: str, after: int, limit: int) -> list[Row]:
+    """`read_rows` on a cursor of the SQLite ledger whose events table is `table`."""
+    cursor.execute(
+        f"SELECT rowid, {_HYPHENATED}, originator_version, topic, state, originator_id"
+        f" FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+        (after, limit),
+    )
+    return [row[:5] if row[1] is not None else _canonical(row) for row in cursor.fetchall()]
 
 
 def _canonical(row: tuple[Any, ...]) -> Row:

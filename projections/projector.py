@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,10 +21,11 @@ import msgspec
 from goalledger.core.kpis import Reading
 from goalledger.core.ledger import Ledger
 from goalledger.core.unavailable import database_unavailable
-from goalledger.projections import chain, log_pages, schema
+from goalledger.projections import chain, log_pages, read_ahead, schema
 from goalledger.projections.alert_detector import AlertDetector
+from goalledger.projections.schema import ts
 from goalledger.projections.store import Tx, ViewStore
-from goalledger.projections.views import ViewWriter
+from goalledger.projections.views import READING_RECORDED, ViewWriter
 
 log = logging.getLogger(__name__)
 RETRY_MAX_SECONDS = 5.0  # the background loop's longest wait for an unreachable database
@@ -136,20 +138,27 @@ class Projector:
                 writer = ViewWriter(tx, generation)
                 self.alerts.begin(tx, writer.t, start, writer.flush)
                 alert, write = self.alerts.apply, writer.apply
+                # Most events are readings: their observed time is converted once for both.
+                alert_reading, write_reading = self.alerts.reading, writer.record_reading
                 for (position, aggregate_id, version, topic, _), fields in zip(
                     rows, page.fields, strict=True
                 ):
                     try:
                         if isinstance(fields, Exception):
                             raise fields
-                        alert(position, aggregate_id, topic, fields)
-                        write(position, aggregate_id, version, topic, fields)
+                        if topic == READING_RECORDED:
+                            observed = ts(fields.observed_at)
+                            alert_reading(position, aggregate_id, fields, observed)
+                            write_reading(position, aggregate_id, version, fields, observed)
+                        else:
+                            alert(position, aggregate_id, topic, fields)
+                            write(position, aggregate_id, version, topic, fields)
                     except Exception as error:
                         raise _Unapplied(position, topic, error) from error
                 try:
                     writer.flush()
                     self.alerts.finish()
-                    chain.extend(tx, generation, rows, start, self.ledger)
+                    chain.extend(tx, generation, rows, start, self.ledger, page.links)
                 except Exception as error:
                     raise _Unapplied(rows[-1][0], "batch", error) from error
                 tx.execute(
@@ -327,15 +336,13 @@ def rebuild(
     with store.bulk_load():
         first = start = builder.position()
         head = ledger.head_position()
-        while start < head:
-            page = log_pages.page(ledger, start, min(batch_size, head - start))
-            if not page.rows:
-                break
-            if builder.apply_page(start, page) != len(page.rows):
-                raise RuntimeError(f"generation {generation} was written by someone else")
-            start = page.rows[-1][0]
-            if progress is not None:
-                progress(start - first, head - first)
+        with closing(read_ahead.pages(ledger, start, head, batch_size)) as pages:
+            for page in pages:
+                if builder.apply_page(start, page) != len(page.rows):
+                    raise RuntimeError(f"generation {generation} was written by someone else")
+                start = page.rows[-1][0]
+                if progress is not None:
+                    progress(start - first, head - first)
         with store.transaction() as tx:
             schema.create_indexes(tx, generation)
     builder.catch_up()  # what arrived while the indexes were built

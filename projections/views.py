@@ -23,6 +23,7 @@ from goalledger.projections.schema import BEGINNING, dec, table, ts, uid
 from goalledger.projections.store import Tx
 
 Handler = Callable[["ViewWriter", int, str, Any], None]
+READING_RECORDED = Reading.Recorded.TOPIC
 Getter = Callable[[Any], Any]
 
 
@@ -43,6 +44,9 @@ class ViewWriter:
 
     def apply(self, position: int, aggregate_id: str, version: int, topic: str, e: Any) -> None:
         """Record one event (its typed fields `e`) in the audit timeline and its views."""
+        if topic == READING_RECORDED:
+            self.record_reading(position, aggregate_id, version, e, ts(e.observed_at))
+            return
         audit = audit_row(position, aggregate_id, version, topic, e)
         self._events.append(audit)
         self.version = version
@@ -50,6 +54,24 @@ class ViewWriter:
         handler = HANDLERS.get(topic)
         if handler is not None:
             handler(self, position, aggregate_id, e)
+
+    def record_reading(
+        self, position: int, aggregate_id: str, version: int, e: Any, observed: int
+    ) -> None:
+        """`apply` for a recorded reading (most events), given its observed time as stored.
+
+        The same rows as `audit_row` and a handler would queue, in fewer steps: the
+        reading's ids and value arrive as their stored text, and it has no reason.
+        """
+        self.version = version
+        recorded = self.recorded_at = ts(e.timestamp)
+        self._events.append(
+            (position, aggregate_id, version, READING_RECORDED, e.actor, None, recorded, observed)
+        )
+        self.readings.append(
+            (position, aggregate_id, e.kpi_id, e.reading_id, 1, e.value, observed, recorded,
+             e.source)
+        )  # fmt: skip
 
     def add(self, statement: str, params: tuple[Any, ...]) -> None:
         """Queue an INSERT; an UPDATE first sends every queued INSERT it may depend on."""
@@ -321,22 +343,6 @@ def _kpi_source(w: ViewWriter, position: int, aid: str, e: Kpi.SourceBound) -> N
     w.add("kpi_source", (e.source.plugin if e.source else None, aid))
 
 
-def _reading_recorded(w: ViewWriter, position: int, aid: str, e: Reading.Recorded) -> None:
-    w.readings.append(  # most events are readings: queued without going through `add`
-        (
-            position,
-            aid,
-            str(e.kpi_id),
-            e.reading_id,
-            1,
-            dec(e.value),
-            ts(e.observed_at),
-            w.recorded_at,
-            e.source,
-        ),
-    )
-
-
 def _reading_corrected(w: ViewWriter, position: int, aid: str, e: Reading.Corrected) -> None:
     w.flush()  # the reading being corrected may still be in the buffer
     current = w.tx.one(
@@ -381,6 +387,5 @@ HANDLERS: dict[str, Handler] = {
     Kpi.Changed.TOPIC: _kpi_changed,
     Kpi.ThresholdsChanged.TOPIC: _kpi_thresholds,
     Kpi.SourceBound.TOPIC: _kpi_source,
-    Reading.Recorded.TOPIC: _reading_recorded,
     Reading.Corrected.TOPIC: _reading_corrected,
 }

@@ -1,0 +1,98 @@
+"""A rebuild that reads and chains the log in a second process builds the same views.
+
+`read_ahead` only starts its reader for large ledgers; these tests lower the threshold so
+small SQLite ledgers take that path too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from decimal import Decimal
+
+import pytest
+from projection_fixtures import days_ago, uptime_kpi
+from test_replay import SeededChooser, run_and_compare
+
+from goalledger.api.bootstrap import bootstrap
+from goalledger.core.ledger import ReadingInput
+from goalledger.core.settings import Settings
+from goalledger.projections import chain, read_ahead
+from goalledger.projections.projector import ProjectionFailed, rebuild
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen]:
+    """Every rebuild reads ahead; the reader processes started are listed here."""
+    monkeypatch.setattr(read_ahead, "MIN_EVENTS", 0)
+    started: list[subprocess.Popen] = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):  # the real reader, remembered
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    return started
+
+
+@pytest.mark.parametrize("batch", [1, 4, 5000])
+def test_read_ahead_rebuild_equals_live_projection(
+    sqlite_url: str, readers: list[subprocess.Popen], batch: int
+) -> None:
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        run_and_compare(system, SeededChooser(20261205 + batch), steps=60, rebuild_batch=batch)
+        assert len(readers) == 1 and readers[0].returncode == 0
+        verdict = chain.verify(system.ledger, system.store)
+        assert verdict.ok, verdict.broken
+        assert verdict.checked == system.ledger.head_position()
+
+
+def test_read_ahead_rebuild_catches_up_with_events_written_meanwhile(
+    sqlite_url: str, readers: list[subprocess.Popen]
+) -> None:
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        kpi = uptime_kpi(system.ledger)
+        readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(30)]
+        system.ledger.record_readings(readings, source="manual", actor="bot")
+        calls = []
+
+        def write_meanwhile(done: int, total: int) -> None:
+            if not calls:  # after the first page: the reader has read up to the old head
+                system.ledger.record_readings(
+                    [ReadingInput(kpi.id, "late", Decimal(50), days_ago(0))],
+                    source="manual",
+                    actor="bot",
+                )
+            calls.append(done)
+
+        rebuild(system.ledger, system.store, write_meanwhile, batch_size=7)
+        assert system.projector.position() == system.ledger.head_position()
+        assert len(readers) == 1 and readers[0].returncode == 0
+        assert chain.verify(system.ledger, system.store).ok
+
+
+def test_a_failed_rebuild_leaves_no_reader_behind(
+    sqlite_url: str, readers: list[subprocess.Popen]
+) -> None:
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        kpi = uptime_kpi(system.ledger)
+        # More pages than the pipe holds: the reader is still writing when the rebuild stops.
+        readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(800)]
+        system.ledger.record_readings(readings, source="manual", actor="bot")
+        with pytest.raises(ProjectionFailed):
+            rebuild(system.ledger, system.store, _fail_after_first_page, batch_size=5)
+        assert len(readers) == 1
+        assert readers[0].returncode == -signal.SIGKILL  # stopped and reaped
+        pid = readers[0].pid
+        assert not os.path.exists(f"/proc/{pid}") or _zombie_free(pid)
+
+
+def _fail_after_first_page(done: int, total: int) -> None:
+    raise ProjectionFailed(done, "test", "stopped on purpose")
+
+
+def _zombie_free(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:  # a pid reused by another process since
+        return stat.read().split()[2] != "Z"
