@@ -9,7 +9,6 @@ from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig
 
 from goalledger.api.auth import Authenticator
 from goalledger.api.bootstrap import System
@@ -23,6 +22,7 @@ from goalledger.api.http_limits import (
     on_invalid_utf8,
     on_recursion,
 )
+from goalledger.api.http_metrics import HttpMetricsMiddleware
 from goalledger.api.problems import EXCEPTION_HANDLERS
 from goalledger.api.read_cache import ReadCache, ReadCacheMiddleware
 from goalledger.api.routes_alerts import AlertController, SubscriptionController
@@ -86,13 +86,6 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
         ),
         security=[{"bearer": []}],
     )
-    prometheus = PrometheusConfig(
-        app_name="goalledger",
-        prefix="goalledger_http",
-        group_path=True,
-        exclude=["/metrics"],
-        exclude_unhandled_paths=True,
-    )
     return Litestar(
         route_handlers=ROUTES,
         dependencies={
@@ -106,7 +99,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
             UnicodeDecodeError: on_invalid_utf8,
         },
         middleware=[
-            prometheus.middleware,
+            HttpMetricsMiddleware.define(),
             # Cached reads next: the write-side middlewares below have nothing to do for them.
             ReadCacheMiddleware.define(read_cache, authenticator),
             BodyLimitMiddleware.define(settings.max_body_bytes),

@@ -9,7 +9,6 @@ shared cache keeps what a token may read.
 
 from __future__ import annotations
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.types import Message, Scope
 
 API_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -29,24 +28,29 @@ DOCS_POLICY = "; ".join(
     )
 )
 DOCS_PAGES = frozenset({"/schema", "/schema/", "/schema/scalar"})
-ALWAYS = (
-    ("X-Content-Type-Options", "nosniff"),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-)
+ALWAYS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+API_HEADERS = [*ALWAYS, (b"content-security-policy", API_POLICY.encode())]
+DOCS_HEADERS = [*ALWAYS, (b"content-security-policy", DOCS_POLICY.encode())]
+NO_STORE = (b"cache-control", b"no-store")
+OURS = frozenset(name for name, _ in [*API_HEADERS, NO_STORE])
 
 
 async def security_headers(message: Message, scope: Scope) -> None:
-    """Add the security headers to a response's start message."""
+    """Add the security headers to a response's start message, replacing any the
+    response set under the same names (one pass over its headers)."""
     if message["type"] != "http.response.start":
         return
-    headers = MutableScopeHeaders.from_message(message)
-    for name, value in ALWAYS:
-        headers[name] = value
-    docs = scope.get("path") in DOCS_PAGES
-    headers["Content-Security-Policy"] = DOCS_POLICY if docs else API_POLICY
+    ours = DOCS_HEADERS if scope.get("path") in DOCS_PAGES else API_HEADERS
     if _has_credentials(scope):
-        headers["Cache-Control"] = "no-store"
+        ours = [*ours, NO_STORE]
+    headers = message.setdefault("headers", [])
+    if any(name.lower() in OURS for name, _ in headers):
+        headers[:] = [(n, v) for n, v in headers if n.lower() not in OURS]
+    headers.extend(ours)
 
 
 def _has_credentials(scope: Scope) -> bool:

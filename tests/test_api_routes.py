@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 from api_fixtures import api_fixture  # noqa: F401
+from prometheus_client import REGISTRY
 
 from goalledger.projections.projector import ProjectionFailed
 
@@ -165,6 +166,27 @@ def test_tokens_and_audit(api):
     token_history = api.settled(f"/v1/audit/aggregates/{issued.json()['id']}/history").json()
     fields = {c["field"]: c["after"] for c in token_history["items"][0]["changes"]}
     assert fields["secret_hash"] == "[redacted]"
+
+
+def test_http_metrics_count_each_request_by_route_template_and_status(api):
+    org = api.org()
+    path = f"/v1/cycles/{org['cycle']['id']}"
+    api.settled(path)
+
+    def sample(name: str, status: str) -> float:
+        labels = {"method": "GET", "path": "/v1/cycles/{cycle_id}", "status_code": status}
+        return REGISTRY.get_sample_value(name, {**labels, "app_name": "goalledger"}) or 0.0
+
+    names = ("goalledger_http_requests_total", "goalledger_http_request_duration_seconds_count")
+    before = {(n, s): sample(n, s) for n in names for s in ("200", "401")}
+    api.get(path)
+    api.get(path, token=None)
+    api.get(path, token=None)
+    for name in names:
+        assert sample(name, "200") == before[name, "200"] + 1
+        assert sample(name, "401") == before[name, "401"] + 2
+    assert sample("goalledger_http_requests_in_progress", "200") == 0  # none left running
+    assert sample("goalledger_http_requests_error_total", "401") == 0  # only 5xx are errors
 
 
 def test_operations_and_schema(api):
