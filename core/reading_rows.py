@@ -30,8 +30,9 @@ _RecordedState = state_struct(Reading.Recorded)
 _PREFIX = READING_NAMESPACE.bytes
 
 
-class ReadingInput(msgspec.Struct, frozen=True):
-    """One reading to record for a KPI."""
+class ReadingInput(msgspec.Struct, frozen=True, gc=False):
+    """One reading to record for a KPI (untracked by the collector: its fields are
+    values that cannot form a cycle, and batches hold thousands)."""
 
     kpi_id: UUID
     reading_id: str
@@ -69,15 +70,22 @@ def reading_rows(
     """
     latest = now + FUTURE_TOLERANCE
     topic = Reading.TOPIC
-    hashers: dict[Any, Any] = {}
+    # Per KPI: a hasher fed its key prefix, and the reading ids taken so far. Keyed by
+    # the UUID's int, which hashes in C (UUID.__hash__ is Python).
+    kpis: dict[Any, tuple[Any, set[str]]] = {}
+    digests: list[bytes] = []
     batch = ReadingRows(keys=[], states=[], reading_ids=[], repeats=[])
-    seen: set[str] = set()
+    states, reading_ids = batch.states, batch.reading_ids
     for index, item in enumerate(items):
         kpi_id = item.kpi_id
-        hasher = hashers.get(kpi_id)
-        if hasher is None:
+        kpi = kpis.get(kpi_id.int if type(kpi_id) is UUID else kpi_id)
+        if kpi is None:
             kpi_seen(kpi_id, index)
-            hasher = hashers[kpi_id] = hashlib.sha1(_PREFIX + f"{kpi_id}/".encode())
+            kpi = kpis[kpi_id.int if type(kpi_id) is UUID else kpi_id] = (
+                hashlib.sha1(_PREFIX + f"{kpi_id}/".encode()),
+                set(),
+            )
+        hasher, taken = kpi
         reading_id = item.reading_id
         if type(reading_id) is str:
             reading_id = reading_id.strip()
@@ -95,11 +103,13 @@ def reading_rows(
             or observed_at > latest
         ):
             observed_at = _check(index, effective_time, observed_at, "observed_at")
-        key = _key_hex(hasher, reading_id)
-        if key in seen:
+        if reading_id in taken:  # the same key: `reading_key` of the same pair
             batch.repeats.append(reading_id)
             continue
-        seen.add(key)
+        taken.add(reading_id)
+        digest = hasher.copy()
+        digest.update(reading_id.encode())
+        digests.append(digest.digest())
         state = encode_struct(
             _RecordedState(
                 timestamp=now,
@@ -112,9 +122,9 @@ def reading_rows(
                 source=source,
             )
         )
-        batch.keys.append(key)
-        batch.states.append(seal(state) if seal else state)
-        batch.reading_ids.append(reading_id)
+        states.append(seal(state) if seal else state)
+        reading_ids.append(reading_id)
+    batch.keys = _keys_hex(digests)
     return batch
 
 
@@ -126,11 +136,18 @@ def _check(index: int, check: Callable[..., Any], *args: Any, **kwargs: Any) -> 
         raise DomainError(f"readings[{index}].{error.field}", error.message) from None
 
 
-def _key_hex(kpi_hasher: Any, reading_id: str) -> str:
-    """`reading_key(kpi_id, reading_id).hex`, from a hasher already fed the KPI's prefix."""
-    hasher = kpi_hasher.copy()
-    hasher.update(reading_id.encode())
-    digest = bytearray(hasher.digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return digest.hex()
+# uuid5's version (5) and RFC 4122 variant bits, for bytes 6 and 8 of a digest.
+_VERSION_5 = bytes((b & 0x0F) | 0x50 for b in range(256))
+_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
+def _keys_hex(digests: list[bytes]) -> list[str]:
+    """`reading_key(...).hex` of each SHA-1 digest: its first 16 bytes with uuid5's
+    version and variant bits set, done for the whole batch at once (per digest, the
+    bit-twiddling cost more than the hashing)."""
+    size = 20  # SHA-1
+    joined = bytearray(b"".join(digests))
+    joined[6::size] = joined[6::size].translate(_VERSION_5)
+    joined[8::size] = joined[8::size].translate(_VARIANT)
+    text = joined.hex()
+    return [text[start : start + 32] for start in range(0, len(text), 2 * size)]
