@@ -20,6 +20,7 @@ from uuid import UUID
 from goalledger.core.errors import NotFound
 from goalledger.core.ledger import Ledger
 from goalledger.core.subscriptions import Subscription
+from goalledger.core.unavailable import LoopFailures
 from goalledger.plugins.catalogue import ChannelBinding
 from goalledger.plugins.delivery import Sender
 from goalledger.plugins.outbox import Outbox, PendingDelivery, RetryPolicy, Settled, settle
@@ -157,13 +158,14 @@ class Dispatcher:
             if taken:
                 log.info("took over %d deliveries an earlier dispatcher had claimed", taken)
             break
+        failures = LoopFailures(log, "dispatch round")
         while not self._stop.is_set():
             try:
                 busy = bool(self.dispatch_once())
-            except Exception:  # the store may be briefly unreachable: try again
-                log.exception("dispatch round failed")
+                failures.succeeded()
+            except Exception as error:  # the store may be briefly unreachable: try again
                 busy = False
-                self._stop.wait(1.0)
+                self._stop.wait(failures.failed(error))
             if not busy:
                 self._wake.wait(interval)
                 self._wake.clear()

@@ -20,6 +20,7 @@ import msgspec
 
 from goalledger.core.kpis import Kpi
 from goalledger.core.ledger import Ledger
+from goalledger.core.unavailable import LoopFailures, database_unavailable
 from goalledger.plugins.fetch import FetchFailed, FetchResult, SourceRunner
 from goalledger.plugins.periods import period_start
 
@@ -113,7 +114,10 @@ class Scheduler:
             )
             return Polled(kpi_id, plugin, 0, failure.health.last_error)
         except Exception as error:  # the ledger itself failed: try again next tick
-            log.exception("polling KPI %s failed", kpi_id)
+            if database_unavailable(error):  # one line: the tick's own report says the rest
+                log.warning("polling KPI %s: the database is unavailable: %s", kpi_id, error)
+            else:
+                log.exception("polling KPI %s failed", kpi_id)
             return Polled(kpi_id, plugin, 0, f"{type(error).__name__}: {error}")
         return Polled(kpi_id, plugin, len(result.recorded))
 
@@ -136,9 +140,11 @@ class Scheduler:
             self._thread.join(timeout)
 
     def _run(self, interval: float) -> None:
+        failures = LoopFailures(log, "scheduler tick")
         while not self._stop.is_set():
             try:
                 self.tick()
-            except Exception:  # never let the loop die: log and try again
-                log.exception("scheduler tick failed")
+                failures.succeeded()
+            except Exception as error:  # never let the loop die: log and try again
+                failures.failed(error)
             self._stop.wait(interval)

@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 import psycopg
 
 from goalledger.core.settings import Settings
+from goalledger.core.unavailable import LoopFailures
 
 log = logging.getLogger("goalledger.worker")
 # The advisory lock's key: "goalledg" as a 64-bit integer.
@@ -151,11 +152,13 @@ class Ticker:
             self._thread = None
 
     def _run(self) -> None:
+        failures = LoopFailures(log, self.name)
         while not self._stop.is_set():
             try:
                 self.function()
-            except Exception:  # never let the loop die: log and try at the next tick
-                log.exception("%s failed", self.name)
+                failures.succeeded()
+            except Exception as error:  # never let the loop die: log and try at the next tick
+                failures.failed(error)
             self._stop.wait(self.interval)
 
 
