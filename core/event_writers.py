@@ -27,8 +27,10 @@ the order of notification ids.
 from __future__ import annotations
 
 import logging
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
@@ -40,6 +42,10 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 log = logging.getLogger(__name__)
+
+# PostgreSQL writes, as eventsourcing's recorder retries them.
+WRITE_ATTEMPTS = 10
+RETRY_WAIT_SECONDS = 0.2
 
 Row = tuple[str, int, str, bytes]  # aggregate id (32 hex digits), version, topic, state
 Committed = Callable[[int, int], None]  # told the positions of a command's rows once committed
@@ -286,24 +292,62 @@ class PostgresWriter:
             "SELECT replace(originator_id::text, '-', '') AS id FROM {table}"
             " WHERE notification_id BETWEEN %s AND %s"
         ).format(table=table)
+        self._held_rows = SQL(
+            "SELECT t.notification_id, t.topic, t.state FROM {table} AS t"
+            " JOIN unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS r(id, version, k)"
+            " ON t.originator_id = r.id AND t.originator_version = r.version ORDER BY r.k"
+        ).format(table=table)
         self._create_functions()
 
-    # As eventsourcing's recorder: a dropped connection or a lock timeout is retried.
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert(self, rows: Sequence[Row], on_commit: Committed | None = None) -> tuple[int, int]:
-        """Insert rows in one transaction; their positions run from first to last."""
+        """Insert rows in one transaction; their positions run from first to last.
+
+        As eventsourcing's recorder, a dropped connection or a lock timeout is retried.
+        A connection can drop after the commit, before its answer arrives: the retry
+        then finds its own rows in place (a unique-key violation). Those rows, same
+        aggregate, version, topic and bytes, are this write's, so it reports them
+        rather than a conflict, which a caller would answer by appending the change
+        a second time.
+        """
         params = (
             _array(row[0] for row in rows),
             _array(str(row[1]) for row in rows),
             _array(_quoted(row[2]) for row in rows),
             _bytea_array(row[3] for row in rows),
         )
-        summary = self._call(self._insert, params)
+        uncertain = False  # a try failed with no answer: it may have committed
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                summary = self._call(self._insert, params)
+                break
+            except IntegrityError:
+                landed = self._landed(rows) if uncertain else None
+                if landed is None:
+                    raise
+                summary = landed
+                break
+            except (InterfaceError, OperationalError):
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                uncertain = True
+                time.sleep(RETRY_WAIT_SECONDS * random.uniform(0.95, 1.05))
         if on_commit is not None:
             on_commit(summary["first"], summary["last"])
         return summary["first"], summary["last"]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _landed(self, rows: Sequence[Row]) -> dict[str, int] | None:
+        """The positions of `rows` if the log holds exactly them (None otherwise)."""
+        ids = _array(row[0] for row in rows)
+        versions = _array(str(row[1]) for row in rows)
+        with self._recorder.datastore.get_connection() as conn:
+            found = conn.execute(self._held_rows, (ids, versions)).fetchall()
+        if [(f["topic"], bytes(f["state"])) for f in found] != [(r[2], r[3]) for r in rows]:
+            return None
+        positions = [f["notification_id"] for f in found]
+        return {"n": len(rows), "first": positions[0], "last": positions[-1]}
+
+    # Readings are idempotent by key: a retry after a lost answer reports them held.
+    @retry((InterfaceError, OperationalError), max_attempts=WRITE_ATTEMPTS, wait=RETRY_WAIT_SECONDS)
     def insert_new(self, topic: str, keys: Sequence[str], states: Sequence[bytes]) -> Appended:
         """Insert version-1 events of `topic`, in order, skipping aggregates held already."""
         if not keys:

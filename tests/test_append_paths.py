@@ -18,6 +18,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from goalledger.core.cycles import Cycle
 from goalledger.core.errors import Conflict, DomainError
@@ -324,5 +325,40 @@ def test_commands_hold_with_no_cache_and_with_a_tiny_one(database_url: str, size
             ledger.check_in(kr_id, value=D(value), actor="a", expected_version=value)
         kr = ledger.load(kr_id, KeyResult)
         assert (kr.version, kr.check_ins) == (6, 5)
+    finally:
+        ledger.close()
+
+
+def test_a_write_whose_answer_is_lost_is_recorded_once_not_twice(postgres_url: str) -> None:
+    """The connection drops after the commit, before its answer: the retry finds the
+    write's own rows and reports them, rather than a conflict (which the API would
+    answer by appending the check-in again). Rows that differ stay a conflict."""
+    ledger = Ledger(Settings(database_url=postgres_url))
+    try:
+        _, kr = _key_result(ledger)
+        writer = ledger._writer
+        committed = writer._call
+        answers: list[dict] = []
+
+        def commit_then_lose_the_answer(statement, params):
+            if answers:
+                return committed(statement, params)
+            answers.append(committed(statement, params))
+            raise OperationalError("server closed the connection unexpectedly")
+
+        writer._call = commit_then_lose_the_answer
+        written = ledger.check_in(kr, actor="a", value=D(5))
+        assert answers and written.position == answers[0]["last"]
+        assert ledger.load(kr, KeyResult).check_ins == 1
+        assert ledger.head_position() == written.position
+
+        def lose_before_sending(statement, params):
+            writer._call = committed
+            raise OperationalError("connection refused")
+
+        writer._call = lose_before_sending
+        with pytest.raises(IntegrityError):  # version 2 is held, with other bytes
+            writer.insert([(kr.hex, 2, "goalledger/key-result/checked-in", b"other")])
+        assert ledger.head_position() == written.position
     finally:
         ledger.close()
