@@ -27,7 +27,12 @@ from goalledger.api.http_json import Body, JsonResponse
 from goalledger.api.http_reads import kpi_ids
 from goalledger.api.pagination import Cursor, Limit, Page, decode_cursor, page
 from goalledger.api.problems import problem_responses
-from goalledger.api.reading_bodies import BatchReadingIn, ReadingBodies
+from goalledger.api.reading_bodies import (
+    BatchReadingIn,
+    KpiReadingBodies,
+    ReadingBodies,
+    ReadingIn,
+)
 from goalledger.api.routes_ops import LedgerMetrics
 from goalledger.core.errors import DomainError, require
 from goalledger.core.kpis import FREQUENCIES, Kpi, SourceBinding, thresholds_for
@@ -91,14 +96,6 @@ class KpiOut(msgspec.Struct, frozen=True):
     team_id: UUID | None
     source: dict[str, Any] | None
     version: int
-
-
-class ReadingIn(Body):
-    """One reading of this KPI; `reading_id` makes re-sending it harmless."""
-
-    reading_id: str
-    value: Decimal
-    observed_at: AwareDatetime
 
 
 class CorrectionIn(Body):
@@ -279,6 +276,7 @@ class KpiController(Controller):
     @post(
         "/{kpi_id:uuid}/readings", operation_id="recordReadings",
         guards=[requires("contribute")], sync_to_thread=True, responses=READINGS_RESPONSES,
+        dto=KpiReadingBodies, return_dto=None,  # one typed decode of the body: reading_bodies.py
     )  # fmt: skip
     def record_readings(
         self,

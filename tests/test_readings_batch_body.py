@@ -98,3 +98,36 @@ def test_values_are_recorded_with_the_digits_sent(api: Api):
     assert str(values["trailing"]) == "1.10"
     again = post(api, body)
     assert again.status_code == 200 and again.json()["duplicates"] == ["trailing", "long", "text"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"reading_id": "a", "value": "NaN", "observed_at": NOW}, 400, "value"),
+        ({"reading_id": "a", "value": 1, "observed_at": NOW, "colour": 1}, 400, "colour"),
+        ({"reading_id": "a", "observed_at": NOW}, 400, "value"),
+        ([{"reading_id": "a", "value": 1, "observed_at": NOW}, {"reading_id": "b"}], 400,
+         "body[1].value"),
+        ({"reading_id": " ", "value": 1, "observed_at": NOW}, 422, "readings[0].reading_id"),
+        (None, 400, "body"),
+    ],
+)  # fmt: skip
+def test_a_bad_reading_of_one_kpi_names_its_field(api: Api, body, status: int, field: str):
+    kpi = api.org()["kpi"]["id"]
+    response = api.post(f"/v1/kpis/{kpi}/readings", json=body)
+    assert response.status_code == status, response.text
+    assert fields(response) == [field]
+
+
+def test_readings_of_one_kpi_one_or_many_keep_their_digits(api: Api):
+    kpi = api.org()["kpi"]["id"]
+    one = b'{"reading_id": "one", "value": 3.140, "observed_at": "%s"}' % NOW.encode()
+    many = b'[{"reading_id": "two", "value": 2.50, "observed_at": "%s"}]' % NOW.encode()
+    for body in (one, many):
+        response = api.post(
+            f"/v1/kpis/{kpi}/readings", content=body, headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 201, response.text
+    ledger = api.system.ledger
+    assert str(ledger.load(reading_key(kpi, "one"), Reading).value) == "3.140"
+    assert str(ledger.load(reading_key(kpi, "two"), Reading).value) == "2.50"
