@@ -33,6 +33,7 @@ from goalledger.projections.alert_state import (
     kr_score,
 )
 from goalledger.projections.alerts import Alert, Raised, alert_id
+from goalledger.projections.log_pages import ReadingFacts, as_facts
 from goalledger.projections.schema import BEGINNING, from_dec, ts
 from goalledger.projections.store import Tx
 
@@ -58,27 +59,24 @@ class AlertDetector:
     def apply(self, position: int, aggregate_id: str, topic: str, e: Any) -> None:
         """Look at one event before its view rows are written."""
         if topic == READING_RECORDED:
-            self.reading(position, aggregate_id, e, ts(e.observed_at))
+            self.reading(position, aggregate_id, as_facts(e))
             return
         handler = HANDLERS.get(topic)
         if handler is not None:
             handler(self, position, aggregate_id, e)
 
-    def reading(self, position: int, aggregate_id: str, e: Any, observed: int) -> None:
-        """`apply` for a recorded reading (most events), given its observed time as stored.
-
-        A back-dated reading is let go before its value is parsed: most are.
-        """
-        kpi_id = e.kpi_id  # the id's stored text
-        kpi = self.state.kpis.get(kpi_id)
+    def reading(self, position: int, aggregate_id: str, e: ReadingFacts) -> None:
+        """`apply` for a recorded reading (most events). A back-dated reading is let go
+        before its value is parsed: most are."""
+        kpi = self.state.kpis.get(e.kpi_id)
         if kpi is None:
-            kpi = self.load().kpi(kpi_id)
+            kpi = self.load().kpi(e.kpi_id)
             if kpi is None:
                 return
-        previous = kpi.latest
+        observed, previous = e.observed, kpi.latest
         if previous is not None and (observed, position) < (previous.observed, previous.position):
             return  # back-dated: the current health stays what it was
-        _new_reading(self, kpi_id, kpi, position, observed, Decimal(e.value), aggregate_id, e)
+        _new_reading(self, e.kpi_id, kpi, position, observed, Decimal(e.value), aggregate_id, e)
 
     def finish(self) -> None:
         """Store the batch's alerts; queue for sending only those past the live read models

@@ -13,14 +13,20 @@ needs a second process: see `read_ahead`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
+import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from goalledger.core.kpis import Reading
 from goalledger.core.ledger import Ledger
+from goalledger.core.mapper import decode_struct
+from goalledger.projections.schema import from_ts, ts
 
 Row = tuple[int, str, int, str, bytes]  # position, aggregate id, version, topic, state
+READING_RECORDED = Reading.Recorded.TOPIC
 
 # SQLite keeps ids as 32 hex digits: give them their usual hyphenated form in SQL (C)
 # rather than in Python, row by row; anything else is left for `_canonical` to judge.
@@ -31,11 +37,51 @@ _HYPHENATED = (
 )
 
 
+class ReadingFacts(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A recorded reading (most events) as the projector uses it: ids and value as their
+    stored text, times as stored (`schema.ts`). The read-ahead child sends readings in
+    this form, so this process neither decodes them nor converts their times."""
+
+    kpi_id: str
+    reading_id: str
+    value: str
+    observed: int
+    recorded: int
+    actor: str
+    source: str
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The event's recorded time (an alert it raises carries it)."""
+        return from_ts(self.recorded)
+
+
+def reading_facts(e: Any) -> ReadingFacts:
+    """The facts of a `Reading.Recorded` event from its decoded fields."""
+    return ReadingFacts(
+        e.kpi_id, e.reading_id, e.value, ts(e.observed_at), ts(e.timestamp), e.actor, e.source
+    )
+
+
+def as_facts(e: Any) -> ReadingFacts:
+    """A recorded reading's facts, whether read ahead as such or decoded here."""
+    return e if type(e) is ReadingFacts else reading_facts(e)
+
+
+def recorded_reading(state: bytes) -> ReadingFacts | None:
+    """The facts of a stored `Reading.Recorded` state (neither sealed nor compressed), or
+    None if it does not decode: then the projector decodes it and reports the error."""
+    try:
+        return reading_facts(decode_struct(Reading.Recorded, state, textual=True))
+    except Exception:
+        return None
+
+
 class Page(NamedTuple):
     """Consecutive events of the log and their decoded fields (or decoding errors)."""
 
     rows: list[Row]
-    fields: list[Any]
+    fields: list[Any]  # or, for readings read ahead, their ReadingFacts
     # Chain links hashed ahead (`read_ahead`): the link before the page (hex) and each
     # row's (position, link as hex); the projector uses them if that link is its head.
     links: tuple[str, list[tuple[int, str]]] | None = None
@@ -66,15 +112,20 @@ def _canonical(row: tuple[Any, ...]) -> Row:
     return (position, str(UUID(stored_id)), version, topic, state)
 
 
-def decode(ledger: Ledger, rows: list[Row]) -> list[Any]:
-    """The typed fields of each row's event, or the exception its decoding raised."""
+def decode(
+    ledger: Ledger, rows: list[Row], ready: list[ReadingFacts | None] | None = None
+) -> list[Any]:
+    """The typed fields of each row's event, or the exception its decoding raised;
+    `ready` holds facts already decoded (None for the rows still to decode)."""
     decode_fields = ledger.mapper.decode_fields  # type: ignore[attr-defined]
-    fields: list[Any] = []
-    for row in rows:
+    fields: list[Any] = [None] * len(rows) if ready is None else list(ready)
+    for index, row in enumerate(rows):
+        if fields[index] is not None:
+            continue
         try:
-            fields.append(decode_fields(row[3], row[4]))
+            fields[index] = decode_fields(row[3], row[4])
         except Exception as error:  # reported by the projector, at this event
-            fields.append(error)
+            fields[index] = error
     return fields
 
 

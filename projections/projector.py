@@ -23,7 +23,7 @@ from goalledger.core.ledger import Ledger
 from goalledger.core.unavailable import database_unavailable
 from goalledger.projections import chain, log_pages, read_ahead, schema
 from goalledger.projections.alert_detector import AlertDetector
-from goalledger.projections.schema import ts
+from goalledger.projections.log_pages import ReadingFacts
 from goalledger.projections.store import Tx, ViewStore
 from goalledger.projections.views import READING_RECORDED, ViewWriter
 
@@ -138,7 +138,7 @@ class Projector:
                 writer = ViewWriter(tx, generation)
                 self.alerts.begin(tx, writer.t, start, writer.flush)
                 alert, write = self.alerts.apply, writer.apply
-                # Most events are readings: their observed time is converted once for both.
+                # Most events are readings: a short path, on their facts (`ReadingFacts`).
                 alert_reading, write_reading = self.alerts.reading, writer.record_reading
                 for (position, aggregate_id, version, topic, _), fields in zip(
                     rows, page.fields, strict=True
@@ -147,9 +147,10 @@ class Projector:
                         if isinstance(fields, Exception):
                             raise fields
                         if topic == READING_RECORDED:
-                            observed = ts(fields.observed_at)
-                            alert_reading(position, aggregate_id, fields, observed)
-                            write_reading(position, aggregate_id, version, fields, observed)
+                            if type(fields) is not ReadingFacts:  # not decoded ahead
+                                fields = log_pages.reading_facts(fields)
+                            alert_reading(position, aggregate_id, fields)
+                            write_reading(position, aggregate_id, version, fields)
                         else:
                             alert(position, aggregate_id, topic, fields)
                             write(position, aggregate_id, version, topic, fields)

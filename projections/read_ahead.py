@@ -6,7 +6,9 @@ next page while this one applies the page before: `python -m` this module reads 
 SQLite ledger with the same query as `log_pages.read_rows` and hashes the links with
 `chain.links`; each page crosses a pipe as one MessagePack frame. The pipe holds at
 most the frame being written, so the child is one page ahead at most and memory
-stays flat. Decoding stays here: decoded structs cost as much to send as to decode.
+stays flat. The child also decodes recorded readings (most events) into the few
+values the views store; other events are decoded here (few, and their structs cost as
+much to send as to decode).
 
 Only for a SQLite ledger in a file (another process cannot open an in-memory one);
 anything else is read in this process, page by page, as before.
@@ -14,8 +16,12 @@ anything else is read in this process, page by page, as before.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -27,8 +33,15 @@ from goalledger.projections import chain, log_pages
 
 # Below this many events a child process costs more than it saves.
 MIN_EVENTS = 50_000
+PIPE_BYTES = 1 << 20
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FRAME = msgspec.msgpack.Decoder(
-    tuple[str, list[tuple[int, str, int, str, bytes]], list[tuple[int, str]]]
+    tuple[
+        str,
+        list[tuple[int, str, int, str, bytes]],
+        list[tuple[int, str]],
+        list[log_pages.ReadingFacts | None],
+    ]
 )
 
 
@@ -45,16 +58,29 @@ def pages(ledger: Ledger, after: int, head: int, batch_size: int) -> Iterator[lo
             after = page.rows[-1][0]
         return
     recorder: Any = ledger.recorder
+    mapper: Any = ledger.mapper
+    # Sealed or compressed states only this process can open: it decodes them all.
+    decodes = "0" if (mapper.cipher or mapper.compressor) else "1"
     child = subprocess.Popen(
         [sys.executable, "-m", __name__, database, recorder.events_table_name,
-         str(after), str(head), str(batch_size)],
+         str(after), str(head), str(batch_size), decodes],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert child.stdout is not None
+    _widen(child.stdout)
+    frames: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    receiver = threading.Thread(
+        target=_receive, args=(child.stdout, frames, stop), name="goalledger-read-ahead"
+    )
+    receiver.start()
     try:
-        while (frame := _read_frame(child.stdout)) is not None:
-            previous, rows, links = _FRAME.decode(frame)
-            yield log_pages.Page(rows, log_pages.decode(ledger, rows), (previous, links))
+        while (frame := frames.get()) is not None:
+            if isinstance(frame, BaseException):
+                raise frame
+            previous, rows, links, readings = _FRAME.decode(frame)
+            fields = log_pages.decode(ledger, rows, readings)
+            yield log_pages.Page(rows, fields, (previous, links))
         if child.wait() != 0:
             stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
             raise RuntimeError(f"the log reader failed ({child.returncode}): {stderr.strip()}")
@@ -62,9 +88,34 @@ def pages(ledger: Ledger, after: int, head: int, batch_size: int) -> Iterator[lo
         if child.poll() is None:  # the rebuild stopped early: so does its reader
             child.kill()
         child.wait()
+        stop.set()
+        receiver.join()
         for stream in (child.stdout, child.stderr):
             if stream is not None:
                 stream.close()
+
+
+def _receive(
+    stream: BinaryIO, frames: queue.Queue[bytes | BaseException | None], stop: threading.Event
+) -> None:
+    """Move the child's frames from the pipe to `frames` (then None, or the error), until
+    `stop`. A thread: it waits on the pipe without the GIL, so the child can hand over the
+    next page while this process applies one, and takes the GIL once per MiB."""
+    item: bytes | BaseException | None
+    while True:
+        try:
+            item = _read_frame(stream)
+        except BaseException as error:  # handed to the consumer, which raises it
+            item = error
+        while True:
+            try:
+                frames.put(item, timeout=0.05)
+                break
+            except queue.Full:
+                if stop.is_set():
+                    return
+        if not isinstance(item, bytes):
+            return
 
 
 def _database(ledger: Ledger) -> str | None:
@@ -78,6 +129,13 @@ def _database(ledger: Ledger) -> str | None:
     return str(pool.db_name)
 
 
+def _widen(pipe: BinaryIO) -> None:
+    """Let the child write up to 1 MiB ahead (Linux; 64 KiB otherwise): a page then
+    crosses in a few hand-overs instead of one per 64 KiB."""
+    with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size, or not Linux
+        fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
+
+
 def _read_frame(stream: BinaryIO) -> bytes | None:
     size = stream.read(8)
     if not size:
@@ -88,28 +146,25 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
     return frame
 
 
-def main(database: str, table: str, after: int, head: int, batch_size: int) -> None:
-    """The child: write each page (previous link, rows, chain rows) to stdout, in order."""
+def main(database: str, table: str, after: int, head: int, batch_size: int, decodes: int) -> None:
+    """The child: write each page to stdout, in order: the link before it, its rows, their
+    chain links and, if `decodes`, the facts of its recorded readings (else None)."""
     import sqlite3
 
     connection = sqlite3.connect(database, uri=True)
     out = sys.stdout.buffer
     encode = msgspec.msgpack.Encoder().encode
+    recorded, facts = log_pages.READING_RECORDED, log_pages.recorded_reading
     previous = chain.GENESIS
     while after < head:
-        rows = log_pages.select_rows(
-            connection.cursor(), table, after, min(batch_size, head - after)
-        )
+        limit = min(batch_size, head - after)
+        rows = log_pages.select_rows(connection.cursor(), table, after, limit)
         if not rows:
             break
         links = chain.links(previous, rows)
-        frame = encode(
-            (
-                previous.hex(),
-                rows,
-                [(row[0], link.hex()) for row, link in zip(rows, links, strict=True)],
-            )
-        )
+        chained = [(row[0], link.hex()) for row, link in zip(rows, links, strict=True)]
+        readings = [facts(row[4]) if decodes and row[3] == recorded else None for row in rows]
+        frame = encode((previous.hex(), rows, chained, readings))
         out.write(len(frame).to_bytes(8, "big"))
         out.write(frame)
         out.flush()

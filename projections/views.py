@@ -19,6 +19,7 @@ from goalledger.core.cycles import Cycle
 from goalledger.core.kpis import Kpi, Reading
 from goalledger.core.objectives import KeyResult, Objective
 from goalledger.core.teams import Team
+from goalledger.projections.log_pages import ReadingFacts, as_facts
 from goalledger.projections.schema import BEGINNING, dec, table, ts, uid
 from goalledger.projections.store import Tx
 
@@ -45,7 +46,7 @@ class ViewWriter:
     def apply(self, position: int, aggregate_id: str, version: int, topic: str, e: Any) -> None:
         """Record one event (its typed fields `e`) in the audit timeline and its views."""
         if topic == READING_RECORDED:
-            self.record_reading(position, aggregate_id, version, e, ts(e.observed_at))
+            self.record_reading(position, aggregate_id, version, as_facts(e))
             return
         audit = audit_row(position, aggregate_id, version, topic, e)
         self._events.append(audit)
@@ -56,15 +57,13 @@ class ViewWriter:
             handler(self, position, aggregate_id, e)
 
     def record_reading(
-        self, position: int, aggregate_id: str, version: int, e: Any, observed: int
+        self, position: int, aggregate_id: str, version: int, e: ReadingFacts
     ) -> None:
-        """`apply` for a recorded reading (most events), given its observed time as stored.
-
-        The same rows as `audit_row` and a handler would queue, in fewer steps: the
-        reading's ids and value arrive as their stored text, and it has no reason.
-        """
+        """`apply` for a recorded reading (most events): the same rows as `audit_row` and a
+        handler would queue, in fewer steps (a reading has no reason)."""
         self.version = version
-        recorded = self.recorded_at = ts(e.timestamp)
+        recorded = self.recorded_at = e.recorded
+        observed = e.observed
         self._events.append(
             (position, aggregate_id, version, READING_RECORDED, e.actor, None, recorded, observed)
         )

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from projection_fixtures import days_ago, uptime_kpi
+from test_alerts import history
 from test_replay import SeededChooser, run_and_compare
 
 from goalledger.api.bootstrap import bootstrap
@@ -96,3 +97,21 @@ def _fail_after_first_page(done: int, total: int) -> None:
 def _zombie_free(pid: int) -> bool:
     with open(f"/proc/{pid}/stat") as stat:  # a pid reused by another process since
         return stat.read().split()[2] != "Z"
+
+
+def test_read_ahead_rebuild_raises_the_same_alerts(
+    sqlite_url: str, readers: list[subprocess.Popen]
+) -> None:
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        history(system)  # health changes, back-dated readings and a correction
+        system.catch_up()
+        every_column = "SELECT * FROM gl_alerts ORDER BY position"
+        with system.store.read() as tx:
+            before = tx.all(every_column)
+        with system.store.transaction() as tx:
+            tx.execute("DELETE FROM gl_alerts")
+            tx.execute("DELETE FROM gl_outbox")
+        rebuild(system.ledger, system.store)
+        with system.store.read() as tx:
+            assert tx.all(every_column) == before
+        assert len(before) == 6 and len(readers) == 1
