@@ -28,7 +28,7 @@ from goalledger.api.read_cache import ReadCache, ReadCacheMiddleware
 from goalledger.api.routes_alerts import AlertController, SubscriptionController
 from goalledger.api.routes_audit import AuditController
 from goalledger.api.routes_chain import ChainController
-from goalledger.api.routes_key_results import KeyResultController
+from goalledger.api.routes_key_results import AppendLanes, KeyResultController
 from goalledger.api.routes_kpis import KpiController, ReadingBatchController
 from goalledger.api.routes_objectives import ObjectiveController
 from goalledger.api.routes_ops import OPS_ROUTES, LedgerMetrics
@@ -121,6 +121,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
                 "system": system,
                 "authenticator": authenticator,
                 "read_cache": read_cache,
+                "append_lanes": AppendLanes(),
             }
         ),
         debug=debug,

@@ -77,6 +77,10 @@ class LogTailCache:
                 self._aggregates.move_to_end(key)
             return cached.__deepcopy__({})
 
+    def holds(self, aggregate_id: UUID) -> bool:
+        """Whether the aggregate is cached (a `get` then reads at most the log's tail)."""
+        return aggregate_id.hex in self._aggregates
+
     def saved(self, aggregates: Iterable[LedgerAggregate], first: int, last: int) -> None:
         """This process committed rows `first`..`last`, holding the aggregates' new events.
 

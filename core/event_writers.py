@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from itertools import repeat
 from typing import Any
@@ -66,11 +67,14 @@ NOTHING = Appended(skipped=frozenset(), first=None, last=None)
 class _Command:
     """One command's rows waiting for a group commit, and how it ended."""
 
-    __slots__ = ("done", "error", "on_commit", "rows", "span")
+    __slots__ = ("done", "error", "future", "on_commit", "rows", "span")
 
-    def __init__(self, rows: Sequence[Row], on_commit: Committed | None) -> None:
+    def __init__(
+        self, rows: Sequence[Row], on_commit: Committed | None, future: Future[Any] | None = None
+    ) -> None:
         self.rows = rows
         self.on_commit = on_commit
+        self.future = future  # set for queued commands: resolved by whoever commits them
         self.span: tuple[int, int] = (0, 0)
         self.error: BaseException | None = None
         self.done = False
@@ -79,6 +83,14 @@ class _Command:
         if self.error is not None:
             raise self.error
         return self.span
+
+    def finish(self) -> None:
+        self.done = True
+        if self.future is not None:
+            if self.error is not None:
+                self.future.set_exception(self.error)
+            else:
+                self.future.set_result(self.span)
 
 
 class SQLiteWriter:
@@ -91,10 +103,14 @@ class SQLiteWriter:
         self._connection.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._lock = threading.Lock()
         # Group commit: commands queue here; the first to find no commit under way
-        # leads one transaction for everything queued, the others wait for it.
+        # leads one transaction for everything queued, the others wait for it. Queued
+        # commands (`submit`, from code that must not block) are led by a committer
+        # thread of the writer's own when no caller is leading.
         self._queue: list[_Command] = []
         self._turn = threading.Condition(threading.Lock())
         self._leading = False
+        self._committer: threading.Thread | None = None
+        self._closed = False
         self._table = table
         self._insert = f"INSERT INTO {table} VALUES (?, ?, ?, ?)"
         self._insert_new = f"INSERT INTO {table} VALUES (?, 1, ?, ?) ON CONFLICT DO NOTHING"
@@ -117,13 +133,50 @@ class SQLiteWriter:
                 return command.outcome()
             self._leading = True
             group, self._queue = self._queue, []
+        self._lead(group)
+        return command.outcome()
+
+    def submit(
+        self, rows: Sequence[Row], on_commit: Committed | None = None
+    ) -> Future[tuple[int, int]]:
+        """`insert` without waiting: the future gives the positions once committed (or
+        the error that refused the rows). For an event loop, which must not block."""
+        future: Future[tuple[int, int]] = Future()
+        command = _Command(rows, on_commit, future)
+        with self._turn:
+            if self._closed:
+                raise InterfaceError("the ledger's writer is closed")
+            if self._committer is None or not self._committer.is_alive():
+                self._committer = threading.Thread(
+                    target=self._commit_queued, name="goalledger-committer", daemon=True
+                )
+                self._committer.start()
+            self._queue.append(command)
+            self._turn.notify_all()
+        return future
+
+    def _commit_queued(self) -> None:
+        """The committer: lead a commit whenever commands wait and no one is leading."""
+        while True:
+            with self._turn:
+                while not self._closed and (self._leading or not self._queue):
+                    self._turn.wait()
+                if self._closed and not self._queue:
+                    return
+                self._leading = True
+                group, self._queue = self._queue, []
+            try:
+                self._lead(group)
+            except BaseException:  # each command of the group holds its error
+                log.debug("queued commit failed", exc_info=True)
+
+    def _lead(self, group: list[_Command]) -> None:
         try:
             self._commit(group)
         finally:
             with self._turn:
                 self._leading = False
                 self._turn.notify_all()
-        return command.outcome()
 
     def _commit(self, group: list[_Command]) -> None:
         """One transaction for the group; a command the database refuses is undone alone."""
@@ -134,19 +187,20 @@ class SQLiteWriter:
                     spans.append(self._insert_command(cursor, command.rows))
         except BaseException as error:
             for command in group:
-                command.error, command.done = error, True
+                command.error = error
+                command.finish()
             raise
         for command, span in zip(group, spans, strict=True):
-            command.done = True
             if isinstance(span, BaseException):
                 command.error = span
-                continue
-            command.span = span
-            if command.on_commit is not None:
-                try:
-                    command.on_commit(*span)
-                except Exception:  # the rows are committed: the command succeeded
-                    log.exception("after committing positions %d..%d", *span)
+            else:
+                command.span = span
+                if command.on_commit is not None:
+                    try:
+                        command.on_commit(*span)
+                    except Exception:  # the rows are committed: the command succeeded
+                        log.exception("after committing positions %d..%d", *span)
+            command.finish()
 
     def _insert_command(
         self, cursor: sqlite3.Cursor, rows: Sequence[Row]
@@ -202,7 +256,12 @@ class SQLiteWriter:
             return self._connection.execute("PRAGMA synchronous").fetchone()[0]
 
     def close(self) -> None:
-        """Close the connection."""
+        """Commit what is queued, stop the committer, close the connection."""
+        with self._turn:
+            self._closed = True
+            self._turn.notify_all()
+        if self._committer is not None:
+            self._committer.join(timeout=30)
         with self._lock:
             self._connection.close()
 

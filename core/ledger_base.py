@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 from uuid import UUID
@@ -189,23 +190,56 @@ class LedgerBase(Application[UUID]):
         much as the insert itself (bench/profile_append.py), and without its event
         store's objects and round trips (`event_writers`).
         """
+        rows = self._rows(aggregates)
+        if not rows:
+            return self.head_position()
+        try:
+            _, last = self._writer.insert(rows, self._on_commit(aggregates))
+        except IntegrityError as error:
+            raise _conflict(aggregates) from error
+        return last
+
+    @property
+    def queues_writes(self) -> bool:
+        """Whether `record_queued` is available (SQLite: the writer has a committer)."""
+        return isinstance(self._writer, SQLiteWriter)
+
+    def record_queued(self, *aggregates: LedgerAggregate) -> Future[int]:
+        """`record` for code that must not block (an event loop): the rows join the next
+        group commit and the future gives the last position, or the `Conflict`."""
+        assert isinstance(self._writer, SQLiteWriter), "queued writes need the SQLite writer"
+        rows = self._rows(aggregates)
+        recorded: Future[int] = Future()
+        if not rows:
+            recorded.set_result(self.head_position())
+            return recorded
+
+        def settle(committed: Future[tuple[int, int]]) -> None:
+            error = committed.exception()
+            if error is None:
+                recorded.set_result(committed.result()[1])
+            elif isinstance(error, IntegrityError):
+                conflict = _conflict(aggregates)
+                conflict.__cause__ = error
+                recorded.set_exception(conflict)
+            else:
+                recorded.set_exception(error)
+
+        self._writer.submit(rows, self._on_commit(aggregates)).add_done_callback(settle)
+        return recorded
+
+    def cached(self, aggregate_id: UUID) -> bool:
+        """Whether loading the aggregate needs no replay from the log (it is cached)."""
+        return self._cache is not None and self._cache.holds(aggregate_id)
+
+    def _rows(self, aggregates: Sequence[LedgerAggregate]) -> list[Any]:
         events: list[Any] = []
         for aggregate in aggregates:
             events.extend(aggregate.collect_events())
-        if not events:
-            return self.head_position()
-        rows = list(map(self.mapper.to_row, events))  # type: ignore[attr-defined]
-        try:
-            _, last = self._writer.insert(
-                rows, lambda first, last: self._appended(first, last, aggregates)
-            )
-        except IntegrityError as error:
-            ids = ", ".join(str(a.id) for a in aggregates)
-            raise Conflict(
-                f"{ids} changed since it was read; reload and try again",
-                aggregate_id=aggregates[0].id,
-            ) from error
-        return last
+        return list(map(self.mapper.to_row, events))  # type: ignore[attr-defined]
+
+    def _on_commit(self, aggregates: Sequence[LedgerAggregate]) -> Callable[[int, int], None]:
+        return lambda first, last: self._appended(first, last, aggregates)
 
     def _appended(
         self, first: int | None, last: int | None, aggregates: Sequence[LedgerAggregate] = ()
@@ -217,6 +251,20 @@ class LedgerBase(Application[UUID]):
     def _written(self, aggregate: LedgerAggregate) -> Written:
         position = self.record(aggregate)
         return Written(id=aggregate.id, version=aggregate.version, position=position)
+
+    def _written_queued(self, aggregate: LedgerAggregate) -> Future[Written]:
+        written: Future[Written] = Future()
+        version = aggregate.version
+
+        def settle(recorded: Future[int]) -> None:
+            error = recorded.exception()
+            if error is None:
+                written.set_result(Written(aggregate.id, version, recorded.result()))
+            else:
+                written.set_exception(error)
+
+        self.record_queued(aggregate).add_done_callback(settle)
+        return written
 
     def _appending_to(self, aggregate_id: UUID) -> AbstractContextManager[Any]:
         """Serialise appends to one aggregate within this process (load, decide, save).
@@ -258,6 +306,13 @@ def _hyphenate(hex_id: str) -> str:
     if len(hex_id) != 32:
         return str(UUID(hex_id))
     return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
+
+
+def _conflict(aggregates: Sequence[LedgerAggregate]) -> Conflict:
+    ids = ", ".join(str(a.id) for a in aggregates)
+    return Conflict(
+        f"{ids} changed since it was read; reload and try again", aggregate_id=aggregates[0].id
+    )
 
 
 def _label(kind: type) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Future
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -271,10 +272,29 @@ class GoalCommands(LedgerBase):
     ) -> Written:
         """Record a check-in; refused when the key result's cycle is closed."""
         with self._appending_to(key_result_id):
-            kr = self._change(key_result_id, KeyResult, expected_version)
-            self._require_open_cycle(kr)
-            kr.check_in(actor=actor, **check_in)
-            return self._written(kr)
+            return self._written(self._checked_in(key_result_id, actor, expected_version, check_in))
+
+    def queue_check_in(
+        self,
+        key_result_id: UUID,
+        *,
+        actor: str,
+        expected_version: int | None = None,
+        **check_in: Any,
+    ) -> Future[Written]:
+        """`check_in` for an event loop (see `record_queued`): decided at once, from
+        cached state, and committed by the writer's committer. The caller keeps
+        check-ins to one key result apart, as `check_in` does with its lock."""
+        kr = self._checked_in(key_result_id, actor, expected_version, check_in)
+        return self._written_queued(kr)
+
+    def _checked_in(
+        self, key_result_id: UUID, actor: str, expected_version: int | None, check_in: Any
+    ) -> KeyResult:
+        kr = self._change(key_result_id, KeyResult, expected_version)
+        self._require_open_cycle(kr)
+        kr.check_in(actor=actor, **check_in)
+        return kr
 
     def _require_open_cycle(self, kr: KeyResult) -> None:
         require(

@@ -7,6 +7,7 @@ that keep the ledger's cache in step run in commit order.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from goalledger.core.errors import Conflict
 from goalledger.core.event_writers import Row, SQLiteWriter
 from goalledger.core.ledger import Ledger
 from goalledger.core.objectives import KeyResult
@@ -194,3 +196,68 @@ def test_concurrent_check_ins_all_land_with_their_own_positions(tmp_path: Path) 
                 assert (aggregate_id, stored_version) == (str(krs[n % len(krs)]), version)
     finally:
         ledger.close()
+
+
+def test_check_ins_queued_from_an_event_loop_group_without_blocking_it(tmp_path: Path) -> None:
+    """The API's path: check-ins decided on the event loop, committed by the writer's
+    committer thread. All land once, in groups, and the loop keeps running meanwhile."""
+    ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
+    try:
+        krs = key_results(ledger, 3)
+        for kr in krs:
+            ledger.load(kr, KeyResult)  # cached: decided without replaying the log
+            assert ledger.cached(kr)
+        commits: list[str] = []
+        ledger._writer._connection.set_trace_callback(
+            lambda sql: commits.append(sql) if sql == "COMMIT" else None
+        )
+
+        async def main() -> tuple[list, int]:
+            lanes = {kr: asyncio.Lock() for kr in krs}
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            async def one(n: int):
+                kr = krs[n % len(krs)]
+                async with lanes[kr]:
+                    queued = ledger.queue_check_in(kr, actor="t", value=Decimal(n % 100))
+                    return kr, await asyncio.wrap_future(queued)
+
+            running = asyncio.create_task(ticker())
+            written = await asyncio.gather(*(one(n) for n in range(300)))
+            running.cancel()
+            return written, ticks
+
+        written, ticks = asyncio.run(main())
+        assert ticks > 0
+        assert len({w.position for _, w in written}) == 300
+        for kr in krs:
+            versions = sorted(w.version for k, w in written if k == kr)
+            assert versions == list(range(2, 102))  # defined at 1, then 100 check-ins
+            assert ledger.load(kr, KeyResult).check_ins == 100
+        assert len(commits) < 300  # grouped
+    finally:
+        ledger.close()
+
+
+def test_a_queued_write_that_lost_a_race_is_a_conflict(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
+    try:
+        (kr,) = key_results(ledger, 1)
+        stale = ledger.load(kr, KeyResult)
+        other.check_in(kr, actor="elsewhere", value=Decimal(1))  # another process wins
+        stale.check_in(actor="here", value=Decimal(2))
+        with pytest.raises(Conflict):
+            ledger.record_queued(stale).result(timeout=10)
+        with pytest.raises(Conflict):  # a stale If-Match is refused before queueing
+            ledger.queue_check_in(kr, actor="here", expected_version=1, value=Decimal(3))
+        assert ledger.load(kr, KeyResult).check_ins == 1
+    finally:
+        ledger.close()
+        other.close()
