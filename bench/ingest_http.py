@@ -72,14 +72,21 @@ bench_api = _bench_api()
 
 
 def serve(
-    stack: ExitStack, name: str, args: argparse.Namespace, workdir: Path, code: Path | None
+    stack: ExitStack,
+    name: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    code: Path | None,
+    whatif: str = "",
 ) -> Any:
-    """`goalledger serve` on a fresh ledger; `code`: run that copy of the package instead."""
+    """`goalledger serve` on a fresh ledger; `code`: run that copy of the package instead;
+    `whatif`: with bench/ingest_whatif.py's prototypes (comma-separated) patched in."""
     database = workdir / f"{name}.db"
     token = bench_api.build_ledger(database, args.events)
-    command = [sys.executable, "-m", "goalledger.api.cli", "--database-url",
-               f"sqlite:///{database}", "serve"]  # fmt: skip
-    env = {"GOALLEDGER_SQLITE_SYNCHRONOUS": args.synchronous, "PYTHONUNBUFFERED": "1"}
+    cli = [str(BENCH_DIR / "ingest_whatif.py")] if whatif else ["-m", "goalledger.api.cli"]
+    command = [sys.executable, *cli, "--database-url", f"sqlite:///{database}", "serve"]
+    env = {"GOALLEDGER_SQLITE_SYNCHRONOUS": args.synchronous, "PYTHONUNBUFFERED": "1",
+           "GOALLEDGER_WHATIF": whatif}  # fmt: skip
     if code is not None:  # found before the editable install's finder (it comes last)
         env["PYTHONPATH"] = str(code)
     server = stack.enter_context(bench_api.serving(name, command, workdir / f"{name}.log", env))
@@ -110,6 +117,10 @@ def http_runs(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, list[f
         servers = {"current": serve(stack, "current", args, workdir, None)}
         if args.baseline:
             servers["baseline"] = serve(stack, "baseline", args, workdir, args.baseline)
+        if args.what_if:
+            for whatif in args.what_if.split(";"):
+                name = f"what-if {whatif}"
+                servers[name] = serve(stack, name.replace(" ", "-"), args, workdir, None, whatif)
         for server in servers.values():
             bench_api.run_wrk(batch_scenario(server, args), 1, workdir)  # warm-up
         rates: dict[str, list[float]] = {name: [] for name in servers}
@@ -137,7 +148,8 @@ def spy(server: Any, scenario: Any, args: argparse.Namespace, workdir: Path) -> 
     """py-spy (GIL-holding samples only) on the server during one more wrk run."""
     raw = workdir / "spy.txt"
     recorder = subprocess.Popen(
-        [str(PY_SPY), "record", "--gil", "-f", "raw", "-r", "200", "-d", str(args.duration),
+        [str(PY_SPY), "record", *(["--idle"] if args.wall else ["--gil"]), "-f", "raw",
+         "-r", "200", "-d", str(args.duration),
          "-o", str(raw), "-p", str(server.process.pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -205,6 +217,15 @@ def batch_body(kpis: list[str], size: int, serial: int) -> bytes:
     return ("[" + ",".join(parts) + "]").encode()
 
 
+def _module_at(path: Path) -> Any:
+    """A module loaded from a file (its imports resolve to the installed package)."""
+    spec = importlib.util.spec_from_file_location(f"baseline_{path.stem}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def timed(repeat: int, size: int, run: Callable[[int], Any]) -> float:
     """Median µs per reading of `run(serial)` over `repeat` calls."""
     times = []
@@ -262,6 +283,14 @@ def stages(args: argparse.Namespace, workdir: Path) -> list[tuple[str, float]]:
                  inputs, source="api", actor="bench", now=now, seal=None,
                  kpi_seen=lambda k, i: None))),
         )  # fmt: skip
+        if args.baseline:  # the baseline tree's reading_rows, on the same inputs
+            old = _module_at(args.baseline / "goalledger" / "core" / "reading_rows.py")
+            result.append(
+                ("reading_rows, baseline tree",
+                 timed(repeat, size, lambda s: old.reading_rows(
+                     inputs, source="api", actor="bench", now=now, seal=None,
+                     kpi_seen=lambda k, i: None))),
+            )  # fmt: skip
         writer = ledger._writer
 
         def insert(serial: int) -> None:
@@ -324,7 +353,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
     parser.add_argument("--profile", action="store_true", help="py-spy the server under load")
     parser.add_argument("--keep-profile", type=Path, help="write py-spy's raw output here")
+    parser.add_argument(
+        "--wall", action="store_true",
+        help="profile wall time of every thread (py-spy --idle) rather than GIL holders",
+    )  # fmt: skip
     parser.add_argument("--stages-only", action="store_true")
+    parser.add_argument(
+        "--what-if", default="",
+        help="also serve with bench/ingest_whatif.py's prototypes, runs interleaved: e.g. "
+             "'multirow;group;multirow,group' (one server each)",
+    )  # fmt: skip
     parser.add_argument(
         "--baseline", type=Path,
         help="a directory holding another `goalledger` package tree: served too, runs interleaved",
