@@ -344,7 +344,7 @@ def rebuild(
                 start = page.rows[-1][0]
                 if progress is not None:
                     progress(start - first, head - first)
-        with store.transaction() as tx:
+        with store.sorting(), store.transaction() as tx:
             schema.create_indexes(tx, generation)
     builder.catch_up()  # what arrived while the indexes were built
     with store.transaction() as tx:

