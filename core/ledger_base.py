@@ -136,13 +136,19 @@ class LedgerBase(Application[UUID]):
         return self.recorder.max_notification_id() or 0
 
     def notifications(
-        self, after: int = 0, *, batch: int = 1000, stop: int | None = None
+        self,
+        after: int = 0,
+        *,
+        batch: int = 1000,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
     ) -> Iterator[Notification]:
-        """Stored notifications after `after`, in order, read in batches (never all at once)."""
+        """Stored notifications after `after`, in order, read in batches (never all at once);
+        only those of `topics` when given (the database filters them)."""
         position = after
         while True:
             page = self.recorder.select_notifications(
-                position, batch, stop=stop, inclusive_of_start=False
+                position, batch, stop=stop, topics=topics, inclusive_of_start=False
             )
             yield from page
             if len(page) < batch:

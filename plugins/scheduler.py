@@ -62,12 +62,20 @@ class Scheduler:
         self._stop = threading.Event()
 
     def refresh(self) -> None:
-        """Learn KPI definitions and bindings recorded since the last refresh."""
+        """Learn KPI definitions and bindings recorded since the last refresh.
+
+        The database picks the KPI events out of everything recorded since (readings and
+        check-ins are most of it), up to the head read first; the log commits in position
+        order, so nothing below that head can appear later.
+        """
+        head = self.ledger.head_position()
+        if head <= self._position:
+            return
         to_event = self.ledger.mapper.to_domain_event
-        for notification in self.ledger.notifications(self._position, batch=5000):
-            self._position = notification.id
-            if notification.topic not in KPI_TOPICS:
-                continue
+        kpi_events = self.ledger.notifications(
+            self._position, batch=5000, stop=head, topics=KPI_TOPICS
+        )
+        for notification in kpi_events:
             event = to_event(notification)
             kpi = self.kpis.setdefault(event.originator_id, BoundKpi(None, "daily"))
             if isinstance(event, Kpi.Defined):
@@ -78,6 +86,7 @@ class Scheduler:
                 self._polled.pop(event.originator_id, None)  # a new binding polls at once
             elif isinstance(event, Kpi.Changed):
                 kpi.frequency = event.frequency
+        self._position = head
 
     def due(self, now: datetime) -> list[UUID]:
         """Bound KPIs not yet polled in their current period and not backing off."""

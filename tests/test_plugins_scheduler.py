@@ -14,6 +14,7 @@ import pytest
 
 from goalledger.api.bootstrap import System, bootstrap
 from goalledger.core.kpis import Reading, thresholds_for
+from goalledger.core.ledger import ReadingInput
 from goalledger.core.settings import Settings
 from goalledger.plugins import Observation, SourceError, hookimpl
 from goalledger.plugins.fetch import SourceRunner
@@ -152,6 +153,24 @@ def test_bindings_are_learned_from_the_ledger(
     clock.now += timedelta(hours=1)
     assert [p.kpi_id for p in scheduler.tick()] == [kpi_id]
     assert scheduler.kpis[kpi_id].frequency == "hourly"
+
+
+def test_a_binding_behind_thousands_of_other_events_is_learned(
+    system: System, scheduler: Scheduler, clock: Clock
+) -> None:
+    manual = system.ledger.define_kpi(
+        name="manual", direction="higher_is_better", frequency="hourly", actor="test",
+        thresholds=thresholds_for("higher_is_better", 10, 5),
+    ).id  # fmt: skip
+    assert scheduler.tick() == []
+    start = clock.now - timedelta(days=30)
+    backlog = [
+        ReadingInput(manual, f"r{n}", Decimal(n), start + timedelta(minutes=n)) for n in range(6000)
+    ]
+    system.ledger.record_readings(backlog, source="import", actor="test")
+    bound = define(system, "daily")
+    assert [p.kpi_id for p in scheduler.tick()] == [bound]
+    assert scheduler._position == system.ledger.head_position() - 1  # its own reading came after
 
 
 def test_a_failing_source_backs_off_without_holding_up_the_others(
