@@ -73,6 +73,7 @@ def reading_rows(
     # Per KPI: a hasher fed its key prefix, and the reading ids taken so far. Keyed by
     # the UUID's int, which hashes in C (UUID.__hash__ is Python).
     kpis: dict[Any, tuple[Any, set[str]]] = {}
+    taken_by_prefix: dict[str, set[str]] = {}
     digests: list[bytes] = []
     batch = ReadingRows(keys=[], states=[], reading_ids=[], repeats=[])
     states, reading_ids = batch.states, batch.reading_ids
@@ -81,9 +82,10 @@ def reading_rows(
         kpi = kpis.get(kpi_id.int if type(kpi_id) is UUID else kpi_id)
         if kpi is None:
             kpi_seen(kpi_id, index)
+            prefix = f"{kpi_id}/"  # what the key hashes: one KPI however its id is given
             kpi = kpis[kpi_id.int if type(kpi_id) is UUID else kpi_id] = (
-                hashlib.sha1(_PREFIX + f"{kpi_id}/".encode()),
-                set(),
+                hashlib.sha1(_PREFIX + prefix.encode()),
+                taken_by_prefix.setdefault(prefix, set()),
             )
         hasher, taken = kpi
         reading_id = item.reading_id
