@@ -26,6 +26,7 @@ the order of notification ids.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import sqlite3
@@ -34,7 +35,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -43,6 +43,9 @@ from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 log = logging.getLogger(__name__)
+
+# New rows per INSERT statement (3 parameters each; SQLite allows 32,766 a statement).
+NEW_ROWS_PER_STATEMENT = 500
 
 # PostgreSQL writes, as eventsourcing's recorder retries them.
 WRITE_ATTEMPTS = 10
@@ -113,7 +116,6 @@ class SQLiteWriter:
         self._closed = False
         self._table = table
         self._insert = f"INSERT INTO {table} VALUES (?, ?, ?, ?)"
-        self._insert_new = f"INSERT INTO {table} VALUES (?, 1, ?, ?) ON CONFLICT DO NOTHING"
         self._max = f"SELECT max(rowid) FROM {table}"
 
     def insert(self, rows: Sequence[Row], on_commit: Committed | None = None) -> tuple[int, int]:
@@ -236,8 +238,12 @@ class SQLiteWriter:
         if not keys:
             return NOTHING
         with self._transaction() as cursor:
-            cursor.executemany(self._insert_new, zip(keys, repeat(topic), states))
-            inserted = cursor.rowcount
+            inserted = 0
+            for start in range(0, len(keys), NEW_ROWS_PER_STATEMENT):
+                chunk = range(start, min(start + NEW_ROWS_PER_STATEMENT, len(keys)))
+                values = [v for i in chunk for v in (keys[i], topic, states[i])]
+                cursor.execute(_insert_new_rows(self._table, len(chunk)), values)
+                inserted += cursor.rowcount
             if inserted == 0:
                 return Appended(skipped=frozenset(keys), first=None, last=None)
             last = cursor.execute(self._max).fetchone()[0]
@@ -431,6 +437,15 @@ class PostgresWriter:
             cursor.execute("SELECT pg_advisory_xact_lock(hashtext('goalledger_event_writers'))")
             for statement in self._functions:
                 cursor.execute(statement)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_new_rows(table: str, rows: int) -> str:
+    """One statement for `rows` new rows: SQLite steps it once, where `executemany` steps
+    once per row and lets go of the GIL each time (beside a busy thread, such as the
+    projector's, each of those waits to get it back: ~2x slower per row)."""
+    values = ", ".join(["(?, 1, ?, ?)"] * rows)
+    return f"INSERT INTO {table} VALUES {values} ON CONFLICT DO NOTHING"
 
 
 def _array(items: Any) -> str:

@@ -103,6 +103,22 @@ def test_held_and_repeated_readings_record_nothing_and_the_rest_lands_together(
     assert len(nothing.duplicates) == 11 and ledger.head_position() == mixed.position
 
 
+def test_a_batch_longer_than_one_statement_skips_held_readings_in_every_part(
+    ledger: Ledger,
+) -> None:
+    """Batches go to SQLite 500 rows per INSERT: held readings anywhere in a 1,300-reading
+    batch are skipped and the new ones still take consecutive positions, in order."""
+    latency = kpi(ledger)
+    ledger.record_readings(readings(latency, range(0, 1300, 3)), source="s", actor="a")
+    head = ledger.head_position()
+    written = ledger.record_readings(readings(latency, range(1300)), source="s", actor="a")
+    fresh = [f"r{i}" for i in range(1300) if i % 3]
+    assert written.recorded == fresh and len(written.duplicates) == 434
+    rows = stored_rows(ledger, head)
+    assert [p for p, *_ in rows] == list(range(head + 1, written.position + 1))
+    assert [r[1] for r in rows] == [str(reading_key(latency, r)) for r in fresh]
+
+
 @pytest.mark.parametrize(
     ("bad", "field"),
     [
