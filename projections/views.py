@@ -42,6 +42,7 @@ class ViewWriter:
             name: [] for name, sql in self._sql.items() if not sql.startswith("UPDATE")
         }
         self._events, self.readings = self.rows["event"], self.rows["reading"]
+        self._reading_events = self.rows["reading_event"]
 
     def apply(self, position: int, aggregate_id: str, version: int, topic: str, e: Any) -> None:
         """Record one event (its typed fields `e`) in the audit timeline and its views."""
@@ -64,9 +65,7 @@ class ViewWriter:
         self.version = version
         recorded = self.recorded_at = e.recorded
         observed = e.observed
-        self._events.append(
-            (position, aggregate_id, version, READING_RECORDED, e.actor, None, recorded, observed)
-        )
+        self._reading_events.append((position, aggregate_id, version, e.actor, recorded, observed))
         self.readings.append(
             (position, aggregate_id, e.kpi_id, e.reading_id, 1, e.value, observed, recorded,
              e.source)
@@ -84,7 +83,9 @@ class ViewWriter:
     def flush(self) -> None:
         """Send queued INSERTs, one executemany per statement.
 
-        INSERTs into different tables commute, and each table's rows keep their order.
+        INSERTs into different tables commute, and each statement's rows keep their
+        order; the two statements into `events` commute too (its key is the position,
+        and nothing reads it while a batch is applied).
         """
         for statement, rows in self.rows.items():
             if rows:
@@ -117,6 +118,11 @@ _TABLE_NAMES = (
 def _statements(t: dict[str, str]) -> dict[str, str]:
     return {
         "event": f"INSERT INTO {t['events']} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        # A recorded reading's audit row: its constant topic and absent reason written
+        # here, not bound row by row (binding a None takes sqlite3 an adapter lookup).
+        "reading_event": (
+            f"INSERT INTO {t['events']} VALUES (?, ?, ?, '{READING_RECORDED}', ?, NULL, ?, ?)"
+        ),
         "cycle": f"INSERT INTO {t['cycles']} VALUES (?, ?, ?, ?, 'open', NULL, ?, NULL, NULL)",
         "cycle_closed": (
             f"UPDATE {t['cycles']} SET status = 'closed', rule = ?, closed_position = ?,"
