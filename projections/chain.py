@@ -96,17 +96,25 @@ def extend(
     before the chain existed) is first caught up from the ledger, in the same
     transaction: the chain then vouches for the ledger as it is at that moment.
     `hashed` is the rows' links computed ahead, from the link before them (hex): used
-    only if that link is this chain's head, else the links are computed here.
+    only if that link is this chain's head, else the links are computed here (from
+    the ledger's rows: rows read ahead may lack their states).
     """
     chain = schema.table(generation, "chain")
     head = tx.one(f"SELECT position, hash FROM {chain} ORDER BY position DESC LIMIT 1")
-    if hashed is not None and start == (0 if head is None else int(head[0])):
+    if hashed is not None:
         previous_hex, chain_rows = hashed
-        if previous_hex == (GENESIS.hex() if head is None else head[1]) and [
-            row[0] for row in chain_rows
-        ] == [row[0] for row in rows]:
+        positions = [row[0] for row in rows]
+        if (
+            start == (0 if head is None else int(head[0]))
+            and previous_hex == (GENESIS.hex() if head is None else head[1])
+            and [row[0] for row in chain_rows] == positions
+        ):
             tx.executemany(f"INSERT INTO {chain} (position, hash) VALUES (?, ?)", chain_rows)
             return
+        # Rows read ahead may lack their states: hash the ledger's own.
+        rows = log_rows(ledger, start, len(rows))
+        if [row[0] for row in rows] != positions:
+            raise RuntimeError(f"the ledger's events after {start} are not the page's")
     previous = GENESIS if head is None else bytes.fromhex(head[1])
     chained = 0 if head is None else int(head[0])
     while chained < start:

@@ -80,7 +80,7 @@ def recorded_reading(state: bytes) -> ReadingFacts | None:
 class Page(NamedTuple):
     """Consecutive events of the log and their decoded fields (or decoding errors)."""
 
-    rows: list[Row]
+    rows: list[Row]  # read ahead, a recorded reading's row has no state (b"")
     fields: list[Any]  # or, for readings read ahead, their ReadingFacts
     # Chain links hashed ahead (`read_ahead`): the link before the page (hex) and each
     # row's (position, link as hex); the projector uses them if that link is its head.

@@ -34,6 +34,7 @@ from goalledger.projections import chain, log_pages
 # Below this many events a child process costs more than it saves.
 MIN_EVENTS = 50_000
 PIPE_BYTES = 1 << 20
+FIRST_PAGE = 1000
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _FRAME = msgspec.msgpack.Decoder(
     tuple[
@@ -47,7 +48,11 @@ _FRAME = msgspec.msgpack.Decoder(
 
 def pages(ledger: Ledger, after: int, head: int, batch_size: int) -> Iterator[log_pages.Page]:
     """The log's pages after position `after` up to about `head` (as a rebuild reads
-    them: `batch_size` events, fewer for the last), read ahead when that pays."""
+    them: `batch_size` events, fewer for the last), read ahead when that pays.
+
+    Read ahead, the first page is shorter (the rebuild waits for it), and the rows of
+    recorded readings come with their `ReadingFacts` and links but no stored state.
+    """
     database = _database(ledger)
     if database is None or head - after < MIN_EVENTS:
         while after < head:
@@ -155,20 +160,25 @@ def main(database: str, table: str, after: int, head: int, batch_size: int, deco
     out = sys.stdout.buffer
     encode = msgspec.msgpack.Encoder().encode
     recorded, facts = log_pages.READING_RECORDED, log_pages.recorded_reading
-    previous = chain.GENESIS
+    previous, limit = chain.GENESIS, min(FIRST_PAGE, batch_size)  # a short first page
     while after < head:
-        limit = min(batch_size, head - after)
+        limit = min(limit, head - after)
         rows = log_pages.select_rows(connection.cursor(), table, after, limit)
         if not rows:
             break
         links = chain.links(previous, rows)
         chained = [(row[0], link.hex()) for row, link in zip(rows, links, strict=True)]
         readings = [facts(row[4]) if decodes and row[3] == recorded else None for row in rows]
-        frame = encode((previous.hex(), rows, chained, readings))
+        # A reading sent as facts goes without its stored state (its link came too).
+        sent = [
+            row if reading is None else (*row[:4], b"")
+            for row, reading in zip(rows, readings, strict=True)
+        ]
+        frame = encode((previous.hex(), sent, chained, readings))
         out.write(len(frame).to_bytes(8, "big"))
         out.write(frame)
         out.flush()
-        previous, after = links[-1], rows[-1][0]
+        previous, after, limit = links[-1], rows[-1][0], batch_size
     connection.close()
 
 

@@ -19,8 +19,8 @@ from test_replay import SeededChooser, run_and_compare
 from goalledger.api.bootstrap import bootstrap
 from goalledger.core.ledger import ReadingInput
 from goalledger.core.settings import Settings
-from goalledger.projections import chain, read_ahead
-from goalledger.projections.projector import ProjectionFailed, rebuild
+from goalledger.projections import chain, log_pages, read_ahead, schema
+from goalledger.projections.projector import ProjectionFailed, Projector, rebuild
 
 
 @pytest.fixture
@@ -115,3 +115,28 @@ def test_read_ahead_rebuild_raises_the_same_alerts(
         with system.store.read() as tx:
             assert tx.all(every_column) == before
         assert len(before) == 6 and len(readers) == 1
+
+
+def test_links_hashed_ahead_from_another_head_are_hashed_again_from_the_ledger(
+    sqlite_url: str, readers: list[subprocess.Popen]
+) -> None:
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        kpi = uptime_kpi(system.ledger)
+        readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(30)]
+        system.ledger.record_readings(readings, source="manual", actor="bot")
+        system.catch_up()
+        head = system.ledger.head_position()
+        # A generation chained up to 10 in-process; the reader, started at 10, hashes
+        # from the genesis link instead, and its readings come without their states.
+        builder = Projector(system.ledger, system.store, generation=77)
+        assert builder.apply_page(0, log_pages.page(system.ledger, 0, 10)) == 10
+        start = 10
+        for page in read_ahead.pages(system.ledger, start, head, 7):
+            assert page.links is not None and any(row[4] == b"" for row in page.rows)
+            assert builder.apply_page(start, page) == len(page.rows)
+            start = page.rows[-1][0]
+        with system.store.read() as tx:
+            live = schema.live_generation(tx)
+            chained = tx.all("SELECT position, hash FROM g77_chain ORDER BY position")
+            expected = tx.all(f"SELECT position, hash FROM g{live}_chain ORDER BY position")
+        assert chained == expected and len(chained) == head and len(readers) == 1
