@@ -67,6 +67,14 @@ class Appended(msgspec.Struct, frozen=True):
 NOTHING = Appended(skipped=frozenset(), first=None, last=None)
 
 
+def write_future() -> Future[Any]:
+    """A future for a queued write. It cannot be cancelled: once queued, the write
+    commits or fails on its own; a caller that stops waiting only drops the answer."""
+    future: Future[Any] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
 class _Command:
     """One command's rows waiting for a group commit, and how it ended."""
 
@@ -143,7 +151,7 @@ class SQLiteWriter:
     ) -> Future[tuple[int, int]]:
         """`insert` without waiting: the future gives the positions once committed (or
         the error that refused the rows). For an event loop, which must not block."""
-        future: Future[tuple[int, int]] = Future()
+        future: Future[tuple[int, int]] = write_future()
         command = _Command(rows, on_commit, future)
         with self._turn:
             if self._closed:

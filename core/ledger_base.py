@@ -23,7 +23,7 @@ from eventsourcing.utils import Environment
 
 from goalledger.core.aggregate_cache import LogTailCache
 from goalledger.core.errors import Conflict, NotFound
-from goalledger.core.event_writers import PostgresWriter, SQLiteWriter
+from goalledger.core.event_writers import PostgresWriter, SQLiteWriter, write_future
 from goalledger.core.mapper import MsgspecMapper
 from goalledger.core.model import LedgerAggregate
 from goalledger.core.settings import Settings
@@ -215,7 +215,7 @@ class LedgerBase(Application[UUID]):
         group commit and the future gives the last position, or the `Conflict`."""
         assert isinstance(self._writer, SQLiteWriter), "queued writes need the SQLite writer"
         rows = self._rows(aggregates)
-        recorded: Future[int] = Future()
+        recorded: Future[int] = write_future()
         if not rows:
             recorded.set_result(self.head_position())
             return recorded
@@ -259,7 +259,7 @@ class LedgerBase(Application[UUID]):
         return Written(id=aggregate.id, version=aggregate.version, position=position)
 
     def _written_queued(self, aggregate: LedgerAggregate) -> Future[Written]:
-        written: Future[Written] = Future()
+        written: Future[Written] = write_future()
         version = aggregate.version
 
         def settle(recorded: Future[int]) -> None:

@@ -261,3 +261,35 @@ def test_a_queued_write_that_lost_a_race_is_a_conflict(tmp_path: Path) -> None:
     finally:
         ledger.close()
         other.close()
+
+
+def test_a_caller_that_stops_waiting_does_not_stop_the_write(tmp_path: Path, caplog) -> None:
+    """A client that disconnects cancels the route's await: the check-in still commits
+    (it may have been decided already), nothing is logged as broken, later ones land."""
+    ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.load(kr, KeyResult)
+
+        async def main() -> None:
+            ledger._writer._lock.acquire()  # hold the commit until the caller gave up
+            try:
+                queued = ledger.queue_check_in(kr, actor="t", value=Decimal(1))
+                waiting = asyncio.ensure_future(asyncio.wrap_future(queued))
+                await asyncio.sleep(0.01)
+                waiting.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                await asyncio.sleep(0.01)  # the cancel reaches the write's future meanwhile
+                assert not queued.cancelled()  # and finds it running: the write goes on
+            finally:
+                ledger._writer._lock.release()
+            assert queued.result(timeout=10).version == 2  # committed all the same
+            later = ledger.queue_check_in(kr, actor="t", value=Decimal(2))
+            assert (await asyncio.wrap_future(later)).version == 3
+
+        asyncio.run(main())
+        assert ledger.load(kr, KeyResult).check_ins == 2
+        assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    finally:
+        ledger.close()
