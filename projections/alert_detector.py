@@ -36,6 +36,7 @@ from goalledger.projections.alerts import Alert, Raised, alert_id
 from goalledger.projections.log_pages import ReadingFacts, as_facts
 from goalledger.projections.schema import BEGINNING, from_dec, ts
 from goalledger.projections.store import Tx
+from goalledger.projections.views import current_reading
 
 log = logging.getLogger(__name__)
 READING_RECORDED = Reading.Recorded.TOPIC
@@ -134,11 +135,7 @@ def _kpi_thresholds(d: AlertDetector, position: int, aid: str, e: Any) -> None:
 
 def _reading_corrected(d: AlertDetector, position: int, aid: str, e: Any) -> None:
     d.flush()
-    row = d.tx.one(
-        f"SELECT kpi_id, observed_at FROM {d.state.t['readings']}"
-        " WHERE reading_key = ? AND superseded_by IS NULL",
-        (aid,),
-    )
+    row = current_reading(d.tx, d.state.t, aid, position, "kpi_id, observed_at")
     kpi = None if row is None else d.load().kpi(row[0])
     if row is not None and kpi is not None:
         _new_reading(d, row[0], kpi, position, row[1], Decimal(e.value), aid, e)

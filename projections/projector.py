@@ -133,8 +133,8 @@ class Projector:
                 generation = self._generation(tx)
                 if _tracking(tx, generation, lock=self.store.kind == "postgresql") != start:
                     return 0  # another projector applied this batch first
-                if self._fixed_generation is not None and _needs_reading_keys(rows):
-                    # A rebuild defers its indexes; these events look readings up by key.
+                if self._fixed_generation is not None and _looks_up_readings(rows):
+                    # A rebuild defers its indexes; a correction finds its reading by key.
                     schema.create_indexes(tx, generation, only=schema.PROJECTION_INDEXES)
                 writer = ViewWriter(tx, generation)
                 self.alerts.begin(tx, writer.t, start, writer.flush)
@@ -318,7 +318,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _needs_reading_keys(rows: list[log_pages.Row]) -> bool:
+def _looks_up_readings(rows: list[log_pages.Row]) -> bool:
     corrected = Reading.Corrected.TOPIC
     return any(row[3] == corrected for row in rows)
 

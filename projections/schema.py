@@ -92,7 +92,7 @@ TABLES = {
 # Indexes for queries. A rebuild creates them after its bulk load (much faster than
 # maintaining them row by row); PROJECTION_INDEXES are those the projector itself reads,
 # which a rebuild creates as soon as a batch needs them (a reading's correction).
-PROJECTION_INDEXES = ("readings_key",)
+PROJECTION_INDEXES = ("events_aggregate",)
 INDEXES = {
     "events_recorded": "events (recorded_at, position)",
     "events_aggregate": "events (aggregate_id, position)",
@@ -101,7 +101,6 @@ INDEXES = {
     "key_results_cycle": "key_results (cycle_id)",
     "check_ins_kr": "check_ins (kr_id, effective_at, position)",
     "readings_kpi": "readings (kpi_id, observed_at, position)",
-    "readings_key": "readings (reading_key, version)",
 }
 # The first thresholds of a KPI apply to readings from any time, even back-dated ones.
 BEGINNING = -(2**62)

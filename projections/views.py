@@ -348,13 +348,25 @@ def _kpi_source(w: ViewWriter, position: int, aid: str, e: Kpi.SourceBound) -> N
     w.add("kpi_source", (e.source.plugin if e.source else None, aid))
 
 
+def current_reading(tx: Tx, t: dict[str, str], key: str, before: int, columns: str) -> Any:
+    """`columns` of the current row of reading `key` as of just before position `before`.
+
+    A reading's rows are its aggregate's events, so its current row is its last event's,
+    found through the audit timeline's index by aggregate: an index on `reading_key` as
+    well cost every recorded reading a second insert at a random place.
+    """
+    return tx.one(
+        f"SELECT {columns} FROM {t['readings']} WHERE position = (SELECT max(position)"
+        f" FROM {t['events']} WHERE aggregate_id = ? AND position < ?)"
+        " AND superseded_by IS NULL",
+        (key, before),
+    )
+
+
 def _reading_corrected(w: ViewWriter, position: int, aid: str, e: Reading.Corrected) -> None:
     w.flush()  # the reading being corrected may still be in the buffer
-    current = w.tx.one(
-        f"SELECT position, kpi_id, reading_id, observed_at, source FROM {w.t['readings']}"
-        " WHERE reading_key = ? AND superseded_by IS NULL",
-        (aid,),
-    )
+    columns = "position, kpi_id, reading_id, observed_at, source"
+    current = current_reading(w.tx, w.t, aid, position, columns)
     if current is None:
         msg = f"no current reading {e.originator_id} to correct"
         raise LookupError(msg)
