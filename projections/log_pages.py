@@ -112,6 +112,15 @@ def _canonical(row: tuple[Any, ...]) -> Row:
     return (position, str(UUID(stored_id)), version, topic, state)
 
 
+def hyphenated(stored_id: str) -> str:
+    """A stored id as `read_rows` gives it: 32 digits hyphenated as SQLite would, any
+    other text through `UUID` (in Python, for a process that reads ids as stored)."""
+    if len(stored_id) == 32:
+        s = stored_id
+        return "-".join((s[:8], s[8:12], s[12:16], s[16:20], s[20:]))
+    return str(UUID(stored_id))
+
+
 def decode(
     ledger: Ledger, rows: list[Row], ready: list[ReadingFacts | None] | None = None
 ) -> list[Any]:

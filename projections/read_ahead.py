@@ -3,15 +3,15 @@
 A rebuild is bound by one core, and a third of its time went into reading the
 ledger's rows and hashing their chain links. A child process now does both for the
 next page while this one applies the page before: `python -m` this module reads the
-SQLite ledger with the same query as `log_pages.read_rows` and hashes the links with
-`chain.links`; each page crosses a pipe as one MessagePack frame. The pipe holds at
-most the frame being written, so the child is one page ahead at most and memory
-stays flat. The child also decodes recorded readings (most events) into the few
-values the views store; other events are decoded here (few, and their structs cost as
-much to send as to decode).
+SQLite ledger with the same query as `chain.log_rows`, hashes the links with
+`chain.links`, hyphenates the ids as `log_pages.read_rows` would, and decodes
+recorded readings (most events) into the few values the views store; other events
+are decoded here (few, and their structs cost as much to send as to decode).
 
-Only for a SQLite ledger in a file (another process cannot open an in-memory one);
-anything else is read in this process, page by page, as before.
+Each page crosses a pipe as one MessagePack frame; a thread here takes frames off the
+pipe into a one-frame queue, so the child runs at most about two pages ahead and
+memory stays flat. Only for a SQLite ledger in a file (another process cannot open an
+in-memory one); anything else is read in this process, page by page, as before.
 """
 
 from __future__ import annotations
@@ -160,20 +160,23 @@ def main(database: str, table: str, after: int, head: int, batch_size: int, deco
     out = sys.stdout.buffer
     encode = msgspec.msgpack.Encoder().encode
     recorded, facts = log_pages.READING_RECORDED, log_pages.recorded_reading
+    hyphenated = log_pages.hyphenated
     previous, limit = chain.GENESIS, min(FIRST_PAGE, batch_size)  # a short first page
     while after < head:
         limit = min(limit, head - after)
-        rows = log_pages.select_rows(connection.cursor(), table, after, limit)
+        # Ids as stored, which the chain hashes (as `chain.verify` does); hyphenated here.
+        rows = chain.select_stored_rows(connection.cursor(), table, after, limit)
         if not rows:
             break
         links = chain.links(previous, rows)
-        chained = [(row[0], link.hex()) for row, link in zip(rows, links, strict=True)]
-        readings = [facts(row[4]) if decodes and row[3] == recorded else None for row in rows]
-        # A reading sent as facts goes without its stored state (its link came too).
-        sent = [
-            row if reading is None else (*row[:4], b"")
-            for row, reading in zip(rows, readings, strict=True)
-        ]
+        sent, chained, readings = [], [], []
+        for (position, stored_id, version, topic, state), link in zip(rows, links, strict=True):
+            reading = facts(state) if decodes and topic == recorded else None
+            # A reading sent as facts goes without its stored state (its link came too).
+            state = state if reading is None else b""
+            sent.append((position, hyphenated(stored_id), version, topic, state))
+            chained.append((position, link.hex()))
+            readings.append(reading)
         frame = encode((previous.hex(), sent, chained, readings))
         out.write(len(frame).to_bytes(8, "big"))
         out.write(frame)

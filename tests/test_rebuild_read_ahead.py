@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -140,3 +142,18 @@ def test_links_hashed_ahead_from_another_head_are_hashed_again_from_the_ledger(
             chained = tx.all("SELECT position, hash FROM g77_chain ORDER BY position")
             expected = tx.all(f"SELECT position, hash FROM g{live}_chain ORDER BY position")
         assert chained == expected and len(chained) == head and len(readers) == 1
+
+
+def test_ids_hyphenated_in_python_as_sqlite_hyphenates_them() -> None:
+    ids = [uuid.uuid4() for _ in range(4)]
+    stored = [ids[0].hex, ids[1].hex.upper(), str(ids[2]), f"{{{ids[3]}}}"]
+    connection = sqlite3.connect(":memory:")
+    connection.execute(
+        "CREATE TABLE stored_events (originator_id TEXT, originator_version INTEGER,"
+        " topic TEXT, state BLOB)"
+    )
+    connection.executemany(
+        "INSERT INTO stored_events VALUES (?, 1, 't', x'00')", [(s,) for s in stored]
+    )
+    rows = log_pages.select_rows(connection.cursor(), "stored_events", 0, 10)
+    assert [row[1] for row in rows] == [log_pages.hyphenated(s) for s in stored]
