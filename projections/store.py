@@ -108,6 +108,10 @@ CHECKPOINT_SECONDS = 2.0
 CHECKPOINT_WAIT_MS = 200
 BUSY_TIMEOUT_MS = 30_000
 WAL_LIMIT_BYTES = 64 * 1024 * 1024
+# WAL pages after which a commit checkpoints by itself (SQLite's default: 1,000). Each
+# projector batch dirties hundreds of index pages at random places, so at 1,000 nearly
+# every commit checkpointed and synced; the forced RESTART above still bounds the WAL.
+AUTOCHECKPOINT_PAGES = 10_000
 # WAL pages between checkpoints while a rebuild writes (SQLite's default is 1,000): each
 # checkpoint syncs, and copies the last pages of every growing table once more.
 BULK_CHECKPOINT_PAGES = 25_000
@@ -146,6 +150,7 @@ class SQLiteViewStore(ViewStore):
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
             connection.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            connection.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             connection.execute("PRAGMA foreign_keys=OFF")
             self._local.connection = connection
             with self._lock:
