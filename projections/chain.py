@@ -23,7 +23,7 @@ import msgspec
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from goalledger.core.ledger import Ledger
-from goalledger.projections import schema
+from goalledger.projections import log_pages, schema
 from goalledger.projections.store import Tx, ViewStore
 
 ALGORITHM = "sha256-chain-v1"
@@ -51,17 +51,7 @@ def log_rows(ledger: Ledger, after: int, limit: int) -> list[Row]:
         return ledger.notification_rows(after, limit)
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.sqlite_cursor.row_factory = None  # plain tuples
-        return select_stored_rows(cursor, recorder.events_table_name, after, limit)
-
-
-def select_stored_rows(cursor: Any, table: str, after: int, limit: int) -> list[Row]:
-    """`log_rows` on a cursor of the SQLite ledger whose events table is `table`."""
-    cursor.execute(
-        "SELECT rowid, originator_id, originator_version, topic, state"
-        f" FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
-        (after, limit),
-    )
-    return cursor.fetchall()
+        return log_pages.select_stored_rows(cursor, recorder.events_table_name, after, limit)
 
 
 def links(previous: bytes, rows: Sequence[Row]) -> list[bytes]:

@@ -165,7 +165,7 @@ def main(database: str, table: str, after: int, head: int, batch_size: int, deco
     while after < head:
         limit = min(limit, head - after)
         # Ids as stored, which the chain hashes (as `chain.verify` does); hyphenated here.
-        rows = chain.select_stored_rows(connection.cursor(), table, after, limit)
+        rows = log_pages.select_stored_rows(connection.cursor(), table, after, limit)
         if not rows:
             break
         links = chain.links(previous, rows)
