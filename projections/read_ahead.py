@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import queue
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from goalledger.core.ledger import Ledger
 from goalledger.projections import chain, log_pages
 
+log = logging.getLogger(__name__)
 # Below this many events a child process costs more than it saves.
 MIN_EVENTS = 50_000
 PIPE_BYTES = 1 << 20
@@ -46,31 +48,57 @@ _FRAME = msgspec.msgpack.Decoder(
 )
 
 
+class ReaderFailed(Exception):
+    """The read-ahead child could not be started or stopped before the end."""
+
+
 def pages(ledger: Ledger, after: int, head: int, batch_size: int) -> Iterator[log_pages.Page]:
     """The log's pages after position `after` up to about `head` (as a rebuild reads
     them: `batch_size` events, fewer for the last), read ahead when that pays.
 
     Read ahead, the first page is shorter (the rebuild waits for it), and the rows of
     recorded readings come with their `ReadingFacts` and links but no stored state.
+    Should the reader fail, the pages go on from this process.
     """
     database = _database(ledger)
-    if database is None or head - after < MIN_EVENTS:
-        while after < head:
-            page = log_pages.page(ledger, after, min(batch_size, head - after))
-            if not page.rows:
-                return
-            yield page
-            after = page.rows[-1][0]
-        return
+    if database is not None and head - after >= MIN_EVENTS:
+        try:
+            with contextlib.closing(
+                _read_ahead(ledger, database, after, head, batch_size)
+            ) as ahead:
+                for page in ahead:
+                    yield page
+                    after = page.rows[-1][0]
+        except ReaderFailed as failure:
+            log.warning("log reader: %s; reading on in this process after %d", failure, after)
+    while after < head:  # (after the reader: nothing left, unless it stopped short)
+        page = log_pages.page(ledger, after, min(batch_size, head - after))
+        if not page.rows:
+            return
+        yield page
+        after = page.rows[-1][0]
+
+
+def command(
+    database: str, table: str, after: int, head: int, batch_size: int, decodes: bool
+) -> list[str]:
+    """The read-ahead child's command line."""
+    numbers = (after, head, batch_size, int(decodes))
+    return [sys.executable, "-m", __name__, database, table, *(str(n) for n in numbers)]
+
+
+def _read_ahead(
+    ledger: Ledger, database: str, after: int, head: int, batch_size: int
+) -> Iterator[log_pages.Page]:
     recorder: Any = ledger.recorder
     mapper: Any = ledger.mapper
     # Sealed or compressed states only this process can open: it decodes them all.
-    decodes = "0" if (mapper.cipher or mapper.compressor) else "1"
-    child = subprocess.Popen(
-        [sys.executable, "-m", __name__, database, recorder.events_table_name,
-         str(after), str(head), str(batch_size), decodes],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    decodes = not (mapper.cipher or mapper.compressor)
+    arguments = command(database, recorder.events_table_name, after, head, batch_size, decodes)
+    try:
+        child = subprocess.Popen(arguments, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except OSError as error:
+        raise ReaderFailed(f"cannot start {arguments[0]}: {error}") from error
     assert child.stdout is not None
     _widen(child.stdout)
     frames: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=1)
@@ -82,13 +110,16 @@ def pages(ledger: Ledger, after: int, head: int, batch_size: int) -> Iterator[lo
     try:
         while (frame := frames.get()) is not None:
             if isinstance(frame, BaseException):
-                raise frame
-            previous, rows, links, readings = _FRAME.decode(frame)
+                raise ReaderFailed(f"{type(frame).__name__}: {frame}") from frame
+            try:
+                previous, rows, links, readings = _FRAME.decode(frame)
+            except msgspec.DecodeError as error:
+                raise ReaderFailed(f"a page did not decode: {error}") from error
             fields = log_pages.decode(ledger, rows, readings)
             yield log_pages.Page(rows, fields, (previous, links))
         if child.wait() != 0:
             stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
-            raise RuntimeError(f"the log reader failed ({child.returncode}): {stderr.strip()}")
+            raise ReaderFailed(f"it exited with {child.returncode}: {stderr.strip()[-2000:]}")
     finally:
         if child.poll() is None:  # the rebuild stopped early: so does its reader
             child.kill()
@@ -146,8 +177,8 @@ def _read_frame(stream: BinaryIO) -> bytes | None:
     if not size:
         return None
     frame = stream.read(int.from_bytes(size, "big"))
-    if len(frame) != int.from_bytes(size, "big"):
-        raise RuntimeError("the log reader stopped mid-page")
+    if len(size) != 8 or len(frame) != int.from_bytes(size, "big"):
+        raise ReaderFailed("it stopped mid-page")
     return frame
 
 

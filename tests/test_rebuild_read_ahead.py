@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import uuid
 from decimal import Decimal
 
@@ -159,3 +160,42 @@ def test_ids_are_hyphenated_as_sqlite_hyphenated_them() -> None:
     # Other text goes through UUID, as before.
     assert log_pages.hyphenated(f"{{{ids[2]}}}") == str(ids[2])
     assert log_pages.hyphenated(str(ids[2]).upper()) == str(ids[2])
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        ["/nonexistent/python"],  # cannot start
+        [sys.executable, "-c", "import sys; sys.exit(3)"],  # exits before a page
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(5))"],  # half a page
+    ],
+)
+def test_a_failing_reader_leaves_the_rebuild_to_read_in_process(
+    sqlite_url: str, readers: list[subprocess.Popen], monkeypatch: pytest.MonkeyPatch,
+    broken: list[str],
+) -> None:  # fmt: skip
+    monkeypatch.setattr(read_ahead, "command", lambda *args: broken)
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        run_and_compare(system, SeededChooser(20261206), steps=40, rebuild_batch=6)
+        assert chain.verify(system.ledger, system.store).ok
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_a_reader_stopping_mid_way_leaves_the_rest_to_this_process(
+    sqlite_url: str, readers: list[subprocess.Popen], monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    real = read_ahead.command
+
+    def two_pages_then_exit(database, table, after, head, batch_size, decodes):
+        args = real(database, table, after, after + 2 * batch_size, batch_size, decodes)
+        run = (
+            f"import runpy, sys; sys.argv = {['read_ahead', *args[3:]]!r};"
+            f" runpy.run_module({read_ahead.__name__!r}, run_name='__main__'); sys.exit({status})"
+        )
+        return [sys.executable, "-c", run]
+
+    monkeypatch.setattr(read_ahead, "command", two_pages_then_exit)
+    with bootstrap(Settings(database_url=sqlite_url)) as system:
+        run_and_compare(system, SeededChooser(20261207), steps=40, rebuild_batch=5)
+        assert chain.verify(system.ledger, system.store).ok
+        assert len(readers) == 1 and readers[0].returncode == status
