@@ -33,13 +33,12 @@ from goalledger.projections.alert_state import (
     kr_score,
 )
 from goalledger.projections.alerts import Alert, Raised, alert_id
-from goalledger.projections.log_pages import ReadingFacts, as_facts
+from goalledger.projections.log_pages import READING_RECORDED, ReadingFacts, as_facts
 from goalledger.projections.schema import BEGINNING, from_dec, ts
 from goalledger.projections.store import Tx
 from goalledger.projections.views import current_reading
 
 log = logging.getLogger(__name__)
-READING_RECORDED = Reading.Recorded.TOPIC
 
 
 class AlertDetector:

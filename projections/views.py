@@ -19,12 +19,11 @@ from goalledger.core.cycles import Cycle
 from goalledger.core.kpis import Kpi, Reading
 from goalledger.core.objectives import KeyResult, Objective
 from goalledger.core.teams import Team
-from goalledger.projections.log_pages import ReadingFacts, as_facts
+from goalledger.projections.log_pages import READING_RECORDED, ReadingFacts, as_facts
 from goalledger.projections.schema import BEGINNING, dec, table, ts, uid
 from goalledger.projections.store import Tx
 
 Handler = Callable[["ViewWriter", int, str, Any], None]
-READING_RECORDED = Reading.Recorded.TOPIC
 Getter = Callable[[Any], Any]
 
 
