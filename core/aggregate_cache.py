@@ -58,15 +58,18 @@ class LogTailCache:
         self._aggregates: OrderedDict[str, LedgerAggregate] = OrderedDict()
         self._position = self._head()
 
-    def get(self, aggregate_id: UUID) -> LedgerAggregate | None:
+    def get(self, aggregate_id: UUID, *, catch_up: bool = True) -> LedgerAggregate | None:
         """A copy of the aggregate as the log has it now (None when it has no events).
 
         One not cached yet is read from the log and kept: it holds at least every event
         up to the position the cache reflects, and the catch-up skips any it holds.
+        `catch_up=False` skips asking the log whether anything changed (its caller just
+        asked, for another aggregate of the same command).
         """
         key = aggregate_id.hex
         with self._lock:
-            self._catch_up()
+            if catch_up:
+                self._catch_up()
             cached = self._aggregates.get(key)
             if cached is None:
                 cached = self._read(aggregate_id)

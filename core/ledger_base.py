@@ -105,10 +105,16 @@ class LedgerBase(Application[UUID]):
 
     # -- reading the ledger ----------------------------------------------------------
 
-    def load(self, aggregate_id: UUID, kind: type[A], field: str = "id") -> A:
-        """The current state of one aggregate of the given kind, or `NotFound` naming `field`."""
+    def load(
+        self, aggregate_id: UUID, kind: type[A], field: str = "id", *, just_read: bool = False
+    ) -> A:
+        """The current state of one aggregate of the given kind, or `NotFound` naming `field`.
+
+        `just_read`: the command read the log a moment ago (loading another aggregate),
+        so the cache need not ask it again whether anything changed since.
+        """
         if self._cache is not None:
-            aggregate = self._cache.get(aggregate_id)
+            aggregate = self._cache.get(aggregate_id, catch_up=not just_read)
         else:
             try:
                 aggregate = self.repository.get(aggregate_id, projector_func=_replay)

@@ -298,7 +298,7 @@ class GoalCommands(LedgerBase):
 
     def _require_open_cycle(self, kr: KeyResult) -> None:
         require(
-            self.load(kr.cycle_id, Cycle).is_open,
+            self.load(kr.cycle_id, Cycle, just_read=True).is_open,
             "key_result_id",
             "the key result's cycle is closed",
         )
