@@ -58,9 +58,13 @@ def seeds(tmp_path: Path) -> dict[str, list[bytes]]:
             body_seed("KpiIn", {"name": "U", "direction": "target_band", "frequency": "daily",
                                 "thresholds": {"green": [1, 2], "amber": [0, 3]},
                                 "source": {"plugin": "csv", "config": {"path": "x"}}}),
-            body_seed("BatchReadingIn", {"kpi_id": "00000000-0000-4000-8000-000000000001",
-                                         "reading_id": "r", "value": "1.5",
-                                         "observed_at": NOW}),
+            body_seed("CheckInIn", {"value": "1.5", "confidence": "0.7", "note": "n"}),
+        ],
+        "readings": [
+            b"\x00" + json.dumps([{"kpi_id": "00000000-0000-4000-8000-000000000001",
+                                   "reading_id": "r", "value": "1.5", "observed_at": NOW}]
+                                 ).encode(),
+            b"\x01" + json.dumps({"reading_id": "r", "value": 2.5, "observed_at": NOW}).encode(),
         ],
         "payload": [b"/data/0/n\n" + json.dumps({"data": [{"n": 1.5, "at": NOW}]}).encode(),
                     b"\n1710000000"],
@@ -76,8 +80,8 @@ def seeds(tmp_path: Path) -> dict[str, list[bytes]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["body", "payload", "prometheus", "csv", "stored-event",
-                                    "export"])  # fmt: skip
+@pytest.mark.parametrize("target", ["body", "readings", "payload", "prometheus", "csv",
+                                    "stored-event", "export"])  # fmt: skip
 def test_atheris_finds_no_crash(target: str, tmp_path: Path) -> None:
     sys.path.insert(0, str(HARNESS.parent))
     corpus = tmp_path / "corpus"
