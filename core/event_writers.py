@@ -4,24 +4,28 @@ Both writers put rows into eventsourcing's own table, so the notification log, i
 readers and the unique (aggregate id, version) key that makes a stale write a
 conflict are the library's. They skip its per-event objects and round trips:
 
-- `insert`: a command's events in one transaction; a stale version is eventsourcing's
-  `IntegrityError` and nothing is written.
+- `insert`: a command's events, atomically; a stale version is eventsourcing's
+  `IntegrityError` and nothing is written. `submit` is the same without waiting (a
+  future), for the event loop.
 - `insert_new`: first events of new aggregates whose ids follow from their content
-  (readings), in one statement; a row whose aggregate is held already records nothing,
-  the writer reports which rows it skipped, and every new row commits or none does.
+  (readings), 500 rows to a statement in one transaction; a row whose aggregate is held
+  already records nothing, the writer reports which rows it skipped, and every new row
+  commits or none does.
 
 On SQLite one connection takes every write under a lock: SQLite lets one writer in at
 a time anyway, and eventsourcing's pool costs a checkout and a fresh prepare of each
 statement (its connections cache one), about a quarter of a single-event command. It
 uses the configured `PRAGMA synchronous`, so a commit is as durable as the setting
 says before it returns. Commands that arrive while a commit is under way share the
-next transaction (group commit): with `synchronous=FULL` a commit waits for the disk,
-and one wait then acknowledges every command in the group. Each command stays atomic
-on its own: a stale one is undone to its savepoint and refused, the others commit.
+next one (group commit), led by a waiting caller or by the writer's committer thread:
+with `synchronous=FULL` a commit waits for the disk, and one wait then acknowledges
+every command in the group. A group is one multi-row INSERT, its own transaction; if
+the database refuses it, nothing of it was written and the group is tried again
+command by command under savepoints, so a stale command is refused alone.
 
-On PostgreSQL each write is one call of a function in the
-database that takes the table lock eventsourcing's inserts take, so commit order is
-the order of notification ids.
+On PostgreSQL each write is one call of a function in the database that takes the
+table lock eventsourcing's inserts take, so commit order is the order of notification
+ids.
 """
 
 from __future__ import annotations
