@@ -216,29 +216,32 @@ class LedgerBase(Application[UUID]):
         """Whether `record_queued` is available (SQLite: the writer has a committer)."""
         return isinstance(self._writer, SQLiteWriter)
 
-    def record_queued(self, *aggregates: LedgerAggregate) -> Future[int]:
-        """`record` for code that must not block (an event loop): the rows join the next
-        group commit and the future gives the last position, or the `Conflict`."""
+    def record_queued(self, aggregate: LedgerAggregate) -> Future[Written]:
+        """`_written` for code that must not block (an event loop): the aggregate's new
+        events join the next group commit, and the future gives where they landed, or the
+        `Conflict`."""
         assert isinstance(self._writer, SQLiteWriter), "queued writes need the SQLite writer"
+        aggregates = (aggregate,)
         rows = self._rows(aggregates)
-        recorded: Future[int] = write_future()
+        written: Future[Written] = write_future()
         if not rows:
-            recorded.set_result(self.head_position())
-            return recorded
+            written.set_result(Written(aggregate.id, aggregate.version, self.head_position()))
+            return written
 
         def settle(committed: Future[tuple[int, int]]) -> None:
             error = committed.exception()
             if error is None:
-                recorded.set_result(committed.result()[1])
+                last = committed.result()[1]
+                written.set_result(Written(aggregate.id, aggregate.version, last))
             elif isinstance(error, IntegrityError):
                 conflict = _conflict(aggregates)
                 conflict.__cause__ = error
-                recorded.set_exception(conflict)
+                written.set_exception(conflict)
             else:
-                recorded.set_exception(error)
+                written.set_exception(error)
 
         self._writer.submit(rows, self._on_commit(aggregates)).add_done_callback(settle)
-        return recorded
+        return written
 
     def cached(self, aggregate_id: UUID) -> bool:
         """Whether loading the aggregate needs no replay from the log (it is cached)."""
@@ -263,20 +266,6 @@ class LedgerBase(Application[UUID]):
     def _written(self, aggregate: LedgerAggregate) -> Written:
         position = self.record(aggregate)
         return Written(id=aggregate.id, version=aggregate.version, position=position)
-
-    def _written_queued(self, aggregate: LedgerAggregate) -> Future[Written]:
-        written: Future[Written] = write_future()
-        version = aggregate.version
-
-        def settle(recorded: Future[int]) -> None:
-            error = recorded.exception()
-            if error is None:
-                written.set_result(Written(aggregate.id, version, recorded.result()))
-            else:
-                written.set_exception(error)
-
-        self.record_queued(aggregate).add_done_callback(settle)
-        return written
 
     def _appending_to(self, aggregate_id: UUID) -> AbstractContextManager[Any]:
         """Serialise appends to one aggregate within this process (load, decide, save).

@@ -286,7 +286,7 @@ class GoalCommands(LedgerBase):
         cached state, and committed by the writer's committer. The caller keeps
         check-ins to one key result apart, as `check_in` does with its lock."""
         kr = self._checked_in(key_result_id, actor, expected_version, check_in)
-        return self._written_queued(kr)
+        return self.record_queued(kr)
 
     def _checked_in(
         self, key_result_id: UUID, actor: str, expected_version: int | None, check_in: Any

@@ -15,13 +15,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError
+from test_concurrency import key_results
 
 from goalledger.core.errors import Conflict
 from goalledger.core.event_writers import Row, SQLiteWriter
@@ -158,23 +158,6 @@ def test_a_command_the_database_refuses_fails_alone(writer: SQLiteWriter) -> Non
 
 def writer_path(writer: SQLiteWriter) -> str:
     return writer._connection.execute("PRAGMA database_list").fetchone()[2]
-
-
-def key_results(ledger: Ledger, n: int) -> list[UUID]:
-    cycle = ledger.define_cycle(
-        name="2026-Q4", starts_on=date(2026, 10, 1), ends_on=date(2026, 12, 31), actor="a"
-    )
-    team = ledger.form_team(name="Platform", actor="a")
-    objective = ledger.define_objective(
-        title="Fast", cycle_id=cycle.id, team_id=team.id, owner="o", kind="committed", actor="a"
-    )
-    return [
-        ledger.define_key_result(
-            objective.id, title=f"KR {i}", kind="increase_to", start=Decimal(0),
-            target=Decimal(100), actor="a",
-        ).id
-        for i in range(n)
-    ]  # fmt: skip
 
 
 def test_concurrent_check_ins_all_land_with_their_own_positions(tmp_path: Path) -> None:
