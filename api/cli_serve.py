@@ -1,4 +1,5 @@
-"""`goalledger serve`: the HTTP API on uvicorn, with the projector embedded by default."""
+"""`goalledger serve`: the HTTP API on uvicorn, with the projector, alert clock and
+dispatcher in a child process it supervises by default (api/worker_process.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import uvicorn
 from rich.console import Console
 
 from goalledger.api.clikit import Cli, event_progress
+from goalledger.core.settings import Storage
 
 STREAM_GRACE_SECONDS = 3
+PROJECTOR_MODES = ("process", "thread", "off")
 
 
 @click.command()
@@ -24,11 +27,16 @@ STREAM_GRACE_SECONDS = 3
     help="Load the demo organisation into an empty ledger; print an admin token.",
 )
 @click.option(
-    "--projector/--no-projector",
-    default=True,
+    "--projector",
+    "mode",
+    type=click.Choice(PROJECTOR_MODES),
+    default="process",
     show_default=True,
-    help="Run the projector in this process (turn off when a separate worker runs it).",
+    help="Where the projector, alert clock and dispatcher run: a child process this "
+    "command starts and supervises, a thread of this process (the only choice for an "
+    "in-memory ledger), or off (a separate `goalledger worker` runs them).",
 )
+@click.option("--no-projector", is_flag=True, help="The same as --projector off.")
 @click.option(
     "--log-level",
     default="info",
@@ -36,16 +44,23 @@ STREAM_GRACE_SECONDS = 3
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
 @click.pass_obj
-def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level: str) -> None:
+def serve(
+    cli: Cli, host: str, port: int, demo: bool, mode: str, no_projector: bool, log_level: str
+) -> None:
     """Serve the HTTP API until Ctrl-C or SIGTERM."""
     from goalledger.api.app import create_app
     from goalledger.api.bootstrap import bootstrap
     from goalledger.api.cli_worker import start_deliveries
     from goalledger.api.demo import load_demo
     from goalledger.api.render import render_scoreboard
+    from goalledger.api.worker_process import WorkerProcess
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = cli.settings()
+    if no_projector:
+        mode = "off"
+    if mode == "process" and _in_memory(settings.storage()):
+        mode = "thread"  # another process would open an empty database of its own
     with bootstrap(settings, check_secrets=True) as system:
         admin_secret = None
         if demo:
@@ -65,10 +80,13 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
             _, admin_secret = system.ledger.issue_token(
                 name="demo admin", role="admin", actor=cli.actor
             )
-        deliveries = None
-        if projector:
+        deliveries = child = None
+        if mode != "off":
+            # Here whatever the mode: it polls bound metric sources at their frequency,
+            # and its sources' health is what /metrics and a manual fetch report.
+            system.scheduler.start()
+        if mode == "thread":
             system.projector.start()
-            system.scheduler.start()  # polls bound metric sources at their frequency
             deliveries = start_deliveries(system)  # the alert clock and the dispatcher
         app = create_app(system)
         url = f"http://{_display_host(host)}:{port}"
@@ -77,14 +95,23 @@ def serve(cli: Cli, host: str, port: int, demo: bool, projector: bool, log_level
         if admin_secret is not None:
             click.echo("Admin token (shown once; send it as 'Authorization: Bearer <token>'):")
             click.echo(admin_secret)
+        if mode == "process":  # after the lines above: its output never comes between them
+            child = WorkerProcess(cli.database_url, log_level=log_level)
+            system.projector.runs_elsewhere(child.wake)
+            child.start()
         config = uvicorn.Config(
             app, host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
             # Event streams never end by themselves: give them this long, then close them.
             timeout_graceful_shutdown=STREAM_GRACE_SECONDS,
         )  # fmt: skip
-        _run_until_stopped(uvicorn.Server(config))
-        if deliveries is not None:
-            deliveries.stop()
+        try:
+            _run_until_stopped(uvicorn.Server(config))
+        finally:
+            if child is not None:
+                system.projector.runs_elsewhere(None)
+                child.stop()
+            if deliveries is not None:
+                deliveries.stop()
     click.echo("goalledger API stopped.")
 
 
@@ -102,6 +129,12 @@ def _run_until_stopped(server: uvicorn.Server) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _in_memory(storage: Storage) -> bool:
+    return storage.kind == "sqlite" and (
+        storage.path == ":memory:" or "mode=memory" in storage.path
+    )
 
 
 def _display_host(host: str) -> str:

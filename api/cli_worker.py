@@ -131,11 +131,14 @@ def start_deliveries(system: System) -> Running:
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
+# For `goalledger serve`, which runs this command as its child (api/worker_process.py).
+@click.option("--parent-fd", type=int, hidden=True, help="The server's wake pipe.")
+@click.option("--without-scheduler", is_flag=True, hidden=True, help="The server runs it.")
 @click.pass_obj
 def worker(
     cli: Cli, poll_interval: float, clock_interval: float, scheduler_interval: float,
     delivery_timeout: float, max_attempts: int, retry_delay: float, standby_poll: float,
-    log_level: str,
+    log_level: str, parent_fd: int | None, without_scheduler: bool,
 ) -> None:  # fmt: skip
     """Run the projector, scheduler, alert clock and dispatcher until Ctrl-C or SIGTERM.
 
@@ -143,6 +146,7 @@ def worker(
     take over within --standby-poll seconds when the active one stops or dies.
     """
     from goalledger.api.bootstrap import bootstrap
+    from goalledger.api.worker_process import watch_parent
     from goalledger.plugins.delivery import Sender
     from goalledger.plugins.outbox import RetryPolicy
     from goalledger.plugins.worker import Worker, lock_for
@@ -161,9 +165,18 @@ def worker(
             )  # fmt: skip
             sender = Sender(system.plugins, timeout=delivery_timeout)
             dispatcher = dispatcher_for(system, sender=sender, policy=policy)
+            if parent_fd is not None:
+                projector = system.projector
+                watch_parent(
+                    parent_fd, lambda hurry: projector.hurry() if hurry else projector.notify(),
+                    stop.set,
+                )  # fmt: skip
+            scheduler = Running(
+                lambda: system.scheduler.start(scheduler_interval), system.scheduler.stop
+            )
             services: list[Service] = [
                 Running(system.projector.start, system.projector.stop),
-                Running(lambda: system.scheduler.start(scheduler_interval), system.scheduler.stop),
+                *([] if without_scheduler else [scheduler]),
                 *delivery_services(
                     system, dispatcher=dispatcher, poll_interval=poll_interval,
                     clock_interval=clock_interval, reclaim=True,

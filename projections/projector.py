@@ -33,6 +33,9 @@ RETRY_MAX_SECONDS = 5.0  # the background loop's longest wait for an unreachable
 # Under a stream of small writes, how long the next batch may gather events (a reader
 # waiting for a position cuts it short).
 LINGER_SECONDS = 0.005
+# How often a reader re-reads the tracking position while the projector runs in another
+# process (nothing here is told when it commits): a cheap SELECT, a few per wait.
+ELSEWHERE_POLL_SECONDS = 0.002
 Progress = Callable[[int, int], None]
 
 
@@ -84,6 +87,7 @@ class Projector:
         self._wake = threading.Event()
         self._hurry = threading.Event()  # someone waits for a position: do not linger
         self._thread: threading.Thread | None = None
+        self._elsewhere: Callable[[bool], object] | None = None  # wakes another process's
         self.failure: ProjectionFailed | None = None
         self.interrupted: str | None = None  # why the background loop waits for the database
         self.alerts = AlertDetector()  # alerts and their outbox, in each batch's transaction
@@ -214,18 +218,25 @@ class Projector:
     # -- read-your-writes and lag ---------------------------------------------------------
 
     def wait_for(self, position: int, timeout: float) -> bool:
-        """Wait until `position` is applied (True) or `timeout` seconds pass (False)."""
+        """Wait until `position` is applied (True) or `timeout` seconds pass (False).
+
+        With the projector running in this process, its commits wake the wait; otherwise
+        (another process projects) the position is re-read every few milliseconds.
+        """
         deadline = time.monotonic() + timeout
+        hurried = False
         while True:
             if self.position() >= position:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._wake.set()
-            self._hurry.set()
+            here = self._thread is not None and self._thread.is_alive()
+            if here or not hurried:  # once is enough for another process: it reads them all
+                self.hurry()
+                hurried = True
             with self._applied:
-                self._applied.wait(min(remaining, 0.05))
+                self._applied.wait(min(remaining, 0.05 if here else ELSEWHERE_POLL_SECONDS))
 
     def lag(self) -> Lag:
         """Positions and seconds between the ledger's head and the read models."""
@@ -307,6 +318,20 @@ class Projector:
     def notify(self) -> None:
         """Wake the background projector (e.g. right after a write)."""
         self._wake.set()
+        if self._elsewhere is not None:
+            self._elsewhere(False)
+
+    def hurry(self) -> None:
+        """Wake the background projector and cut its lingering short: a reader waits."""
+        self._wake.set()
+        self._hurry.set()
+        if self._elsewhere is not None:
+            self._elsewhere(True)
+
+    def runs_elsewhere(self, wake: Callable[[bool], object] | None) -> None:
+        """Pass `notify` and `hurry` on to a projector in another process, as
+        `wake(hurry)`; None stops passing them on."""
+        self._elsewhere = wake
 
     def stop(self) -> None:
         """Stop the background thread, finishing the batch in hand."""
