@@ -7,10 +7,14 @@ conflict are the library's. They skip its per-event objects and round trips:
 - `insert`: a command's events, atomically; a stale version is eventsourcing's
   `IntegrityError` and nothing is written. `submit` is the same without waiting (a
   future), for the event loop.
-- `insert_new`: first events of new aggregates whose ids follow from their content
-  (readings), 500 rows to a statement in one transaction; a row whose aggregate is held
-  already records nothing, the writer reports which rows it skipped, and every new row
-  commits or none does.
+- `insert_new`: first events of new readings, each with a new time-ordered id and a
+  name (KPI and reading id) it claims in the reading-name table, 500 rows to a
+  statement in one transaction; a row whose name is held already records nothing, the
+  writer reports which rows it skipped, and every new row commits or none does. The
+  ids append at the end of the events table's key, so a batch touches a few index
+  pages where ids derived from the names (random) touched one page a row.
+- `prepare_reading_names` makes the reading-name table, once per database, naming the
+  readings recorded before it (older ledgers keyed readings by a hash of the name).
 
 On SQLite one connection takes every write under a lock: SQLite lets one writer in at
 a time anyway, and eventsourcing's pool costs a checkout and a fresh prepare of each
@@ -53,17 +57,24 @@ log = logging.getLogger(__name__)
 NEW_ROWS_PER_STATEMENT = 500
 ROWS_PER_STATEMENT = 2000
 
+# Reading names (`kpis.reading_name`) to the id of the reading that holds each.
+READING_NAMES = "reading_names"
+BACKFILL_ROWS = 5000  # held readings named per step when the table is made
+
 # PostgreSQL writes, as eventsourcing's recorder retries them.
 WRITE_ATTEMPTS = 10
 RETRY_WAIT_SECONDS = 0.2
 
 Row = tuple[str, int, str, bytes]  # aggregate id (32 hex digits), version, topic, state
 Committed = Callable[[int, int], None]  # told the positions of a command's rows once committed
+# Stored (aggregate id, state) of held readings -> (name, aggregate id) of each.
+Namer = Callable[[Sequence[tuple[Any, bytes]]], list[tuple[str, Any]]]
 
 
 class Appended(msgspec.Struct, frozen=True):
-    """What `insert_new` did: the aggregate ids it skipped (32 hex digits, held already)
-    and the positions of the rows it inserted (None when it inserted nothing)."""
+    """What `insert_new` did: the aggregate ids it skipped (32 hex digits, their names
+    held already) and the positions of the rows it inserted (None when it inserted
+    nothing)."""
 
     skipped: frozenset[str]
     first: int | None
@@ -272,28 +283,60 @@ class SQLiteWriter:
             cursor.execute("RELEASE command")
         return last - len(rows) + 1, last
 
-    def insert_new(self, topic: str, keys: Sequence[str], states: Sequence[bytes]) -> Appended:
-        """Insert version-1 events of `topic`, in order, skipping aggregates held already."""
+    def insert_new(
+        self, topic: str, names: Sequence[str], keys: Sequence[str], states: Sequence[bytes]
+    ) -> Appended:
+        """Insert version-1 events of `topic` with new ids `keys`, in order, skipping the
+        rows whose names are held already."""
         if not keys:
             return NOTHING
         with self._transaction() as cursor:
-            inserted = 0
-            for start in range(0, len(keys), NEW_ROWS_PER_STATEMENT):
-                chunk = range(start, min(start + NEW_ROWS_PER_STATEMENT, len(keys)))
-                values = [v for i in chunk for v in (keys[i], topic, states[i])]
-                cursor.execute(_insert_new_rows(self._table, len(chunk)), values)
-                inserted += cursor.rowcount
-            if inserted == 0:
+            claimed: set[str] = set()
+            for chunk in _chunks(len(keys), NEW_ROWS_PER_STATEMENT):
+                values = [v for i in chunk for v in (names[i], keys[i])]
+                claimed.update(row[0] for row in cursor.execute(_claim_rows(len(chunk)), values))
+            if not claimed:
                 return Appended(skipped=frozenset(keys), first=None, last=None)
+            new = [i for i, key in enumerate(keys) if key in claimed]
+            for chunk in _chunks(len(new), NEW_ROWS_PER_STATEMENT):
+                values = [v for i in chunk for v in (keys[new[i]], topic, states[new[i]])]
+                cursor.execute(_insert_new_rows(self._table, len(chunk)), values)
             last = cursor.execute(self._max).fetchone()[0]
-            first = last - inserted + 1
-            skipped: frozenset[str] = frozenset()
-            if inserted < len(keys):
-                cursor.execute(
-                    f"SELECT originator_id FROM {self._table} WHERE rowid >= ?", (first,)
-                )
-                skipped = frozenset(keys) - {row[0] for row in cursor.fetchall()}
-        return Appended(skipped=skipped, first=first, last=last)
+        skipped = frozenset(keys) - claimed if len(new) < len(keys) else frozenset()
+        return Appended(skipped=skipped, first=last - len(new) + 1, last=last)
+
+    def prepare_reading_names(self, topic: str, names_of: Namer) -> int:
+        """Make the reading-name table if the database has none, naming every reading
+        of `topic` held already, in the same transaction (so another process sees no
+        table or a full one); returns how many it named."""
+        with self._transaction() as cursor:
+            if cursor.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (READING_NAMES,)
+            ).fetchone():
+                return 0
+            cursor.execute(
+                f"CREATE TABLE {READING_NAMES} (name TEXT PRIMARY KEY,"
+                " originator_id TEXT NOT NULL) WITHOUT ROWID"
+            )
+            named, after = 0, 0
+            select = (
+                f"SELECT rowid, originator_id, state FROM {self._table}"
+                " WHERE rowid > ? AND topic = ? AND originator_version = 1 ORDER BY rowid LIMIT ?"
+            )
+            while rows := cursor.execute(select, (after, topic, BACKFILL_ROWS)).fetchall():
+                after = rows[-1][0]
+                pairs = names_of([(row[1], row[2]) for row in rows])
+                cursor.executemany(f"INSERT INTO {READING_NAMES} VALUES (?, ?)", pairs)
+                named += len(pairs)
+            return named
+
+    def named(self, name: str) -> str | None:
+        """The aggregate id (32 hex digits) of the reading called `name`, if held."""
+        with self._lock:
+            row = self._connection.execute(
+                f"SELECT originator_id FROM {READING_NAMES} WHERE name = ?", (name,)
+            ).fetchone()
+        return row[0] if row else None
 
     def synchronous(self) -> int:
         """The connection's `PRAGMA synchronous` (1 NORMAL, 2 FULL)."""
@@ -344,6 +387,10 @@ class PostgresWriter:
             Identifier(datastore.schema), Identifier(recorder.events_table_name)
         )
         name = recorder.events_table_name
+        self._table = table
+        self._names_table = SQL("{}.{}").format(
+            Identifier(datastore.schema), Identifier(READING_NAMES)
+        )
         insert_fn = SQL("{}.{}").format(Identifier(datastore.schema), Identifier(f"{name}_insert"))
         insert_new_fn = SQL("{}.{}").format(
             Identifier(datastore.schema), Identifier(f"{name}_insert_new")
@@ -370,27 +417,38 @@ class PostgresWriter:
                 " WITH ORDINALITY AS r(id, version, topic, state, k)"
                 " ORDER BY r.k RETURNING notification_id){summary} END $body$"
             ).format(fn=insert_fn, prologue=prologue, table=table, summary=summary),
+            # Before reading names, readings were keyed by their names' hash.
+            SQL("DROP FUNCTION IF EXISTS {fn}(text, uuid[], bytea[])").format(fn=insert_new_fn),
             SQL(
-                "CREATE OR REPLACE FUNCTION {fn}(new_topic text, ids uuid[], states bytea[])"
-                " RETURNS TABLE (n bigint, first bigint, last bigint)"
+                "CREATE OR REPLACE FUNCTION {fn}(new_topic text, names bytea[], ids uuid[],"
+                " states bytea[]) RETURNS TABLE (n bigint, first bigint, last bigint)"
                 " LANGUAGE plpgsql AS $body$ BEGIN {prologue}"
-                " RETURN QUERY WITH inserted AS ("
+                " RETURN QUERY WITH claimed AS ("
+                " INSERT INTO {names_table} (name, originator_id)"
+                " SELECT * FROM unnest(names, ids) ON CONFLICT DO NOTHING"
+                " RETURNING originator_id), inserted AS ("
                 " INSERT INTO {table} (originator_id, originator_version, topic, state)"
                 " SELECT r.id, 1, new_topic, r.state"
                 " FROM unnest(ids, states) WITH ORDINALITY AS r(id, state, k)"
-                # Held rows are left out before they draw a notification id (no gaps);
-                # the table lock keeps the check true until commit.
-                " WHERE NOT EXISTS (SELECT FROM {table} AS t WHERE t.originator_id = r.id)"
-                " ORDER BY r.k ON CONFLICT DO NOTHING RETURNING notification_id){summary}"
+                # Rows whose names are held are left out before they draw a notification
+                # id (no gaps); the table lock keeps the claim true until commit.
+                " WHERE r.id IN (SELECT originator_id FROM claimed)"
+                " ORDER BY r.k RETURNING notification_id){summary}"
                 " END $body$"
-            ).format(fn=insert_new_fn, prologue=prologue, table=table, summary=summary),
+            ).format(
+                fn=insert_new_fn,
+                prologue=prologue,
+                table=table,
+                summary=summary,
+                names_table=self._names_table,
+            ),
         ]
         self._insert = SQL(
             "SELECT * FROM {fn}(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
         ).format(fn=insert_fn)
-        self._insert_new = SQL("SELECT * FROM {fn}(%s, %s::uuid[], %s::bytea[])").format(
-            fn=insert_new_fn
-        )
+        self._insert_new = SQL(
+            "SELECT * FROM {fn}(%s, %s::bytea[], %s::uuid[], %s::bytea[])"
+        ).format(fn=insert_new_fn)
         # After commit the ids first..last stay this insert's: they were drawn under the lock.
         self._inserted_ids = SQL(
             "SELECT replace(originator_id::text, '-', '') AS id FROM {table}"
@@ -450,13 +508,22 @@ class PostgresWriter:
         positions = [f["notification_id"] for f in found]
         return {"n": len(rows), "first": positions[0], "last": positions[-1]}
 
-    # Readings are idempotent by key: a retry after a lost answer reports them held.
+    # Readings are idempotent by name: a retry after a lost answer reports them held.
     @retry((InterfaceError, OperationalError), max_attempts=WRITE_ATTEMPTS, wait=RETRY_WAIT_SECONDS)
-    def insert_new(self, topic: str, keys: Sequence[str], states: Sequence[bytes]) -> Appended:
-        """Insert version-1 events of `topic`, in order, skipping aggregates held already."""
+    def insert_new(
+        self, topic: str, names: Sequence[str], keys: Sequence[str], states: Sequence[bytes]
+    ) -> Appended:
+        """Insert version-1 events of `topic` with new ids `keys`, in order, skipping the
+        rows whose names are held already."""
         if not keys:
             return NOTHING
-        summary = self._call(self._insert_new, (topic, _array(keys), _bytea_array(states)))
+        params = (
+            topic,
+            _bytea_array(n.encode() for n in names),
+            _array(keys),
+            _bytea_array(states),
+        )
+        summary = self._call(self._insert_new, params)
         if summary["n"] == 0:
             return Appended(skipped=frozenset(keys), first=None, last=None)
         skipped: frozenset[str] = frozenset()
@@ -465,6 +532,50 @@ class PostgresWriter:
                 rows = conn.execute(self._inserted_ids, (summary["first"], summary["last"]))
                 skipped = frozenset(keys) - {row["id"] for row in rows}
         return Appended(skipped=skipped, first=summary["first"], last=summary["last"])
+
+    def prepare_reading_names(self, topic: str, names_of: Namer) -> int:
+        """Make the reading-name table if the database has none, naming every reading
+        of `topic` held already, in the same transaction (writers wait for it: it holds
+        the events table in SHARE mode); returns how many it named."""
+        with self._recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext('goalledger_reading_names'))")
+            cursor.execute(
+                "SELECT to_regclass(%s) IS NOT NULL AS found",
+                (f"{self._recorder.datastore.schema}.{READING_NAMES}",),
+            )
+            named = 0
+            if not cursor.fetchone()["found"]:
+                cursor.execute(SQL("LOCK TABLE {} IN SHARE MODE").format(self._table))
+                cursor.execute(
+                    SQL("CREATE TABLE {} (name bytea PRIMARY KEY, originator_id uuid NOT NULL)")
+                    .format(self._names_table)
+                )  # fmt: skip
+                named = self._name_held_readings(cursor, topic, names_of)
+        return named
+
+    def _name_held_readings(self, cursor: Any, topic: str, names_of: Namer) -> int:
+        select = SQL(
+            "SELECT notification_id, originator_id, state FROM {} WHERE notification_id > %s"
+            " AND topic = %s AND originator_version = 1 ORDER BY notification_id LIMIT %s"
+        ).format(self._table)
+        insert = SQL("INSERT INTO {} SELECT * FROM unnest(%s::bytea[], %s::uuid[])").format(
+            self._names_table
+        )
+        named, after = 0, 0
+        while rows := cursor.execute(select, (after, topic, BACKFILL_ROWS)).fetchall():
+            after = rows[-1]["notification_id"]
+            pairs = names_of([(row["originator_id"], bytes(row["state"])) for row in rows])
+            names = _bytea_array(name.encode() for name, _ in pairs)
+            cursor.execute(insert, (names, _array(str(key) for _, key in pairs)))
+            named += len(pairs)
+        return named
+
+    def named(self, name: str) -> str | None:
+        """The aggregate id (32 hex digits) of the reading called `name`, if held."""
+        select = SQL("SELECT originator_id FROM {} WHERE name = %s").format(self._names_table)
+        with self._recorder.datastore.get_connection() as conn:
+            row = conn.execute(select, (name.encode(),)).fetchone()
+        return row["originator_id"].hex if row else None
 
     def _call(self, statement: Any, params: tuple[Any, ...]) -> Any:
         with self._recorder.datastore.get_connection() as conn:
@@ -489,8 +600,22 @@ def _insert_new_rows(table: str, rows: int) -> str:
     """One statement for `rows` new rows: SQLite steps it once, where `executemany` steps
     once per row and lets go of the GIL each time (beside a busy thread, such as the
     projector's, each of those waits to get it back: ~2x slower per row)."""
-    values = ", ".join(["(?, 1, ?, ?)"] * rows)
-    return f"INSERT INTO {table} VALUES {values} ON CONFLICT DO NOTHING"
+    return f"INSERT INTO {table} VALUES {', '.join(['(?, 1, ?, ?)'] * rows)}"
+
+
+@functools.lru_cache(maxsize=256)
+def _claim_rows(rows: int) -> str:
+    """Claim `rows` reading names; answers the ids of the rows whose names were free."""
+    values = ", ".join(["(?, ?)"] * rows)
+    return (
+        f"INSERT INTO {READING_NAMES} VALUES {values}"
+        " ON CONFLICT DO NOTHING RETURNING originator_id"
+    )
+
+
+def _chunks(count: int, size: int) -> Iterator[range]:
+    """Indexes 0..count-1 in runs of at most `size`."""
+    return (range(start, min(start + size, count)) for start in range(0, count, size))
 
 
 def _array(items: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -14,14 +13,11 @@ from eventsourcing.domain import Aggregate
 from goalledger.core.errors import DomainError, require
 from goalledger.core.model import LedgerAggregate, as_decimal, aware, non_blank, optional_decimal
 from goalledger.core.objectives import effective_time
+from goalledger.core.ordered_ids import ordered_uuid
 
 DIRECTIONS = ("higher_is_better", "lower_is_better", "target_band")
 FREQUENCIES = ("hourly", "daily", "weekly", "monthly")
 HEALTHS = ("green", "amber", "red")
-# Readings are keyed by (KPI, reading_id): the same pair always maps to one aggregate,
-# which is what makes re-sending a reading idempotent.
-READING_NAMESPACE = UUID("6f1d3c2e-5b0a-4f7e-9a51-0c2d8e4b7a10")
-_READING_PREFIX = READING_NAMESPACE.bytes
 
 
 class Thresholds(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -292,14 +288,10 @@ class Kpi(LedgerAggregate):
         self.trigger_event(self.SourceBound, source=source, actor=actor, reason=reason)
 
 
-def reading_key(kpi_id: UUID, reading_id: str) -> UUID:
-    """The aggregate id of a KPI's reading: the same pair always gives the same id.
-
-    Exactly `uuid5(READING_NAMESPACE, f"{kpi_id}/{reading_id}")`, computed without
-    uuid5's intermediate objects (it sits on the bulk-ingestion hot path).
-    """
-    digest = hashlib.sha1(_READING_PREFIX + f"{kpi_id}/{reading_id}".encode()).digest()
-    return UUID(bytes=digest[:16], version=5)
+def reading_name(kpi_id: UUID | str, reading_id: str) -> str:
+    """A reading's name, one per (KPI, reading id): the ledger holds at most one reading
+    of each name (its reading-name table), which makes re-sending a reading idempotent."""
+    return f"{kpi_id}/{reading_id}"
 
 
 class Reading(LedgerAggregate):
@@ -359,11 +351,13 @@ class Reading(LedgerAggregate):
         source: str,
         actor: str,
     ) -> Reading:
-        """Record a reading; its id follows from (kpi_id, reading_id)."""
+        """A new reading aggregate under a new id. The ledger records readings with
+        `record_readings`, which also claims each one's name (`reading_name`) so that
+        a reading id is recorded once; saving this aggregate directly claims none."""
         reading_id = non_blank(reading_id, "reading_id", max_length=200)
         return cls._create(
             cls.Recorded,
-            id=reading_key(kpi_id, reading_id),
+            id=ordered_uuid(),
             kpi_id=kpi_id,
             reading_id=reading_id,
             value=as_decimal(value, "value"),
@@ -383,6 +377,7 @@ class Reading(LedgerAggregate):
         source: str,
         actor: str,
         now: datetime,
+        originator_id: UUID | None = None,
     ) -> Reading.Recorded:
         """The first event of a reading, built without an aggregate object.
 
@@ -391,7 +386,7 @@ class Reading(LedgerAggregate):
         """
         reading_id = non_blank(reading_id, "reading_id", max_length=200)
         return cls.Recorded(
-            originator_id=reading_key(kpi_id, reading_id),
+            originator_id=originator_id or ordered_uuid(),
             originator_version=1,
             timestamp=now,
             originator_topic=cls.TOPIC,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -10,12 +11,15 @@ from uuid import UUID
 
 import msgspec
 
-from goalledger.core.errors import DomainError, require
-from goalledger.core.kpis import Kpi, Reading, SourceBinding, Thresholds, reading_key
+from goalledger.core.errors import DomainError, NotFound, require
+from goalledger.core.kpis import Kpi, Reading, SourceBinding, Thresholds, reading_name
 from goalledger.core.ledger_base import UNCHANGED, LedgerBase, Unchanged, Written
 from goalledger.core.model import non_blank, utc_now
 from goalledger.core.reading_rows import RECORDED_TOPIC, ReadingInput, reading_rows
+from goalledger.core.settings import Settings
 from goalledger.core.teams import Team
+
+log = logging.getLogger(__name__)
 
 
 class ReadingsWritten(msgspec.Struct, frozen=True):
@@ -28,6 +32,21 @@ class ReadingsWritten(msgspec.Struct, frozen=True):
 
 class KpiCommands(LedgerBase):
     """What integrators do with KPIs: define and change them, record and correct readings."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+        named = self._writer.prepare_reading_names(RECORDED_TOPIC, self._names_of)
+        if named:
+            log.info("named the %d readings held before the reading-name table", named)
+
+    def _names_of(self, rows: Sequence[tuple[Any, bytes]]) -> list[tuple[str, Any]]:
+        """(name, aggregate id) of stored `Reading.Recorded` states."""
+        decode = self.mapper.decode_fields  # type: ignore[attr-defined]
+        named = []
+        for key, state in rows:
+            fields = decode(RECORDED_TOPIC, state)
+            named.append((reading_name(fields.kpi_id, fields.reading_id), key))
+        return named
 
     # -- KPIs and readings -------------------------------------------------------------
 
@@ -160,7 +179,7 @@ class KpiCommands(LedgerBase):
             seal=mapper.seal if (mapper.compressor or mapper.cipher) else None,  # type: ignore[attr-defined]
             kpi_seen=kpi_seen,
         )
-        appended = self._writer.insert_new(RECORDED_TOPIC, batch.keys, batch.states)
+        appended = self._writer.insert_new(RECORDED_TOPIC, batch.names, batch.keys, batch.states)
         self._appended(appended.first, appended.last)
         if not appended.skipped:
             return ReadingsWritten(
@@ -174,11 +193,18 @@ class KpiCommands(LedgerBase):
             recorded=recorded, duplicates=held + batch.repeats, position=appended.last
         )
 
+    def reading(self, kpi_id: UUID, reading_id: str) -> Reading:
+        """A KPI's reading by its reading id (`NotFound` naming the field that is unknown)."""
+        self.load(kpi_id, Kpi, "kpi_id")
+        key = self._writer.named(reading_name(kpi_id, reading_id.strip()))
+        if key is None:
+            raise NotFound("reading_id", f"no reading {reading_id!r} for KPI {kpi_id}")
+        return self.load(UUID(hex=key), Reading, "reading_id")
+
     def correct_reading(
         self, kpi_id: UUID, reading_id: str, *, value: Decimal, reason: str, actor: str
     ) -> Written:
         """Supersede a reading's value; the earlier value stays in the ledger."""
-        self.load(kpi_id, Kpi, "kpi_id")
-        reading = self.load(reading_key(kpi_id, reading_id), Reading, "reading_id")
+        reading = self.reading(kpi_id, reading_id)
         reading.correct(value=value, reason=reason, actor=actor)
         return self._written(reading)

@@ -2,13 +2,13 @@
 
 Building a `Reading.Recorded` event object per reading, then mapping it, costs more
 than storing it. Here each input is checked exactly as `Reading.observed` checks it,
-keyed exactly as `reading_key` keys it, and encoded into the very bytes the mapper
-would store for that event (`state_struct`), without the event object.
+named as `reading_name` names it, given a new time-ordered id (`ordered_ids`), and
+encoded into the very bytes the mapper would store for that event (`state_struct`),
+without the event object.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -19,15 +19,15 @@ import msgspec
 from eventsourcing.utils import get_topic
 
 from goalledger.core.errors import DomainError
-from goalledger.core.kpis import READING_NAMESPACE, Reading
+from goalledger.core.kpis import Reading, reading_name
 from goalledger.core.mapper import encode_struct, state_struct
 from goalledger.core.model import as_decimal, non_blank
 from goalledger.core.objectives import FUTURE_TOLERANCE, effective_time
+from goalledger.core.ordered_ids import ordered_hex
 
 RECORDED_TOPIC = get_topic(Reading.Recorded)
 READING_ID_MAX = 200
 _RecordedState = state_struct(Reading.Recorded)
-_PREFIX = READING_NAMESPACE.bytes
 
 
 class ReadingInput(msgspec.Struct, frozen=True, gc=False):
@@ -47,7 +47,8 @@ class ReadingRows(msgspec.Struct):
     to track on the bulk path.
     """
 
-    keys: list[str]  # aggregate ids, 32 hex digits
+    names: list[str]  # `reading_name` of each: what makes it a duplicate
+    keys: list[str]  # new aggregate ids, 32 hex digits, increasing
     states: list[bytes]  # stored state of each
     reading_ids: list[str]  # of each
     repeats: list[str]
@@ -70,24 +71,23 @@ def reading_rows(
     """
     latest = now + FUTURE_TOLERANCE
     topic = Reading.TOPIC
-    # Per KPI: a hasher fed its key prefix, and the reading ids taken so far. Keyed by
-    # the UUID's int, which hashes in C (UUID.__hash__ is Python).
-    kpis: dict[Any, tuple[Any, set[str]]] = {}
+    # Per KPI: its name prefix, and the reading ids taken so far. Keyed by the UUID's
+    # int, which hashes in C (UUID.__hash__ is Python).
+    kpis: dict[Any, tuple[str, set[str]]] = {}
     taken_by_prefix: dict[str, set[str]] = {}
-    digests: list[bytes] = []
-    batch = ReadingRows(keys=[], states=[], reading_ids=[], repeats=[])
-    states, reading_ids = batch.states, batch.reading_ids
+    batch = ReadingRows(names=[], keys=[], states=[], reading_ids=[], repeats=[])
+    names, states, reading_ids = batch.names, batch.states, batch.reading_ids
     for index, item in enumerate(items):
         kpi_id = item.kpi_id
         kpi = kpis.get(kpi_id.int if type(kpi_id) is UUID else kpi_id)
         if kpi is None:
             kpi_seen(kpi_id, index)
-            prefix = f"{kpi_id}/"  # what the key hashes: one KPI however its id is given
+            prefix = reading_name(kpi_id, "")  # one KPI however its id is given
             kpi = kpis[kpi_id.int if type(kpi_id) is UUID else kpi_id] = (
-                hashlib.sha1(_PREFIX + prefix.encode()),
+                prefix,
                 taken_by_prefix.setdefault(prefix, set()),
             )
-        hasher, taken = kpi
+        prefix, taken = kpi
         reading_id = item.reading_id
         if type(reading_id) is str:
             reading_id = reading_id.strip()
@@ -105,13 +105,11 @@ def reading_rows(
             or observed_at > latest
         ):
             observed_at = _check(index, effective_time, observed_at, "observed_at")
-        if reading_id in taken:  # the same key: `reading_key` of the same pair
+        if reading_id in taken:  # the same name: `reading_name` of the same pair
             batch.repeats.append(reading_id)
             continue
         taken.add(reading_id)
-        digest = hasher.copy()
-        digest.update(reading_id.encode())
-        digests.append(digest.digest())
+        names.append(prefix + reading_id)
         state = encode_struct(
             _RecordedState(
                 timestamp=now,
@@ -126,7 +124,7 @@ def reading_rows(
         )
         states.append(seal(state) if seal else state)
         reading_ids.append(reading_id)
-    batch.keys = _keys_hex(digests)
+    batch.keys = ordered_hex(len(names))
     return batch
 
 
@@ -136,20 +134,3 @@ def _check(index: int, check: Callable[..., Any], *args: Any, **kwargs: Any) -> 
         return check(*args, **kwargs)
     except DomainError as error:
         raise DomainError(f"readings[{index}].{error.field}", error.message) from None
-
-
-# uuid5's version (5) and RFC 4122 variant bits, for bytes 6 and 8 of a digest.
-_VERSION_5 = bytes((b & 0x0F) | 0x50 for b in range(256))
-_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
-
-
-def _keys_hex(digests: list[bytes]) -> list[str]:
-    """`reading_key(...).hex` of each SHA-1 digest: its first 16 bytes with uuid5's
-    version and variant bits set, done for the whole batch at once (per digest, the
-    bit-twiddling cost more than the hashing)."""
-    size = 20  # SHA-1
-    joined = bytearray(b"".join(digests))
-    joined[6::size] = joined[6::size].translate(_VERSION_5)
-    joined[8::size] = joined[8::size].translate(_VARIANT)
-    text = joined.hex()
-    return [text[start : start + 32] for start in range(0, len(text), 2 * size)]

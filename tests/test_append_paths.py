@@ -9,7 +9,9 @@ stay idempotent and atomic, and see what other writers did.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from datetime import date, timedelta
 from decimal import Decimal as D
@@ -21,8 +23,8 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, OperationalError
 
 from goalledger.core.cycles import Cycle
-from goalledger.core.errors import Conflict, DomainError
-from goalledger.core.kpis import Kpi, Reading, reading_key, thresholds_for
+from goalledger.core.errors import Conflict, DomainError, NotFound
+from goalledger.core.kpis import Kpi, Reading, thresholds_for
 from goalledger.core.ledger import Ledger, ReadingInput
 from goalledger.core.mapper import encode_state, encode_struct, state_struct
 from goalledger.core.model import LedgerAggregate, utc_now
@@ -58,6 +60,8 @@ def test_readings_are_stored_exactly_as_the_event_path_stores_them(ledger: Ledge
     assert written.recorded == ["r0", "r1", "r2", "r0", "r1", "padded"]
     rows = stored_rows(ledger, head)
     assert [p for p, *_ in rows] == list(range(head + 1, head + 7)) and written.position == head + 6
+    ids = [UUID(row[1]) for row in rows]
+    assert ids == sorted(ids) and {i.version for i in ids} == {7}  # new, time-ordered ids
     for item, (_, aggregate_id, version, topic, state) in zip(batch, rows, strict=True):
         event = ledger.mapper.to_domain_event(ledger.recorder.select_events(UUID(aggregate_id))[0])
         # The same event built the slow way, stored by the mapper, is byte for byte the row.
@@ -65,7 +69,7 @@ def test_readings_are_stored_exactly_as_the_event_path_stores_them(ledger: Ledge
             Reading.observed(
                 kpi_id=item.kpi_id, reading_id=item.reading_id, value=item.value,
                 observed_at=item.observed_at, source="prometheus", actor="ingest",
-                now=event.timestamp,
+                now=event.timestamp, originator_id=UUID(aggregate_id),
             )
         )  # fmt: skip
         assert (aggregate_id, version, topic, state) == (
@@ -74,8 +78,8 @@ def test_readings_are_stored_exactly_as_the_event_path_stores_them(ledger: Ledge
             expected.topic,
             expected.state,
         )
-        assert UUID(aggregate_id) == reading_key(item.kpi_id, item.reading_id.strip())
-    reading = ledger.load(reading_key(errors, "r1"), Reading)
+        assert ledger.reading(item.kpi_id, item.reading_id).id == UUID(aggregate_id)
+    reading = ledger.reading(errors, "r1")
     assert (reading.value, reading.source, reading.version) == (D("0.999999"), "prometheus", 1)
 
 
@@ -96,7 +100,7 @@ def test_held_and_repeated_readings_record_nothing_and_the_rest_lands_together(
         == list(range(head + 1, head + 6))
         == list(range(mixed.position - 4, mixed.position + 1))
     )
-    held = ledger.load(reading_key(latency, "r4"), Reading)
+    held = ledger.reading(latency, "r4")
     assert (held.value, held.version) == (D("154.25"), 1)  # the first value stays
     nothing = ledger.record_readings(again, source="s", actor="a")
     assert (nothing.recorded, nothing.position) == ([], None)
@@ -116,7 +120,34 @@ def test_a_batch_longer_than_one_statement_skips_held_readings_in_every_part(
     assert written.recorded == fresh and len(written.duplicates) == 434
     rows = stored_rows(ledger, head)
     assert [p for p, *_ in rows] == list(range(head + 1, written.position + 1))
-    assert [r[1] for r in rows] == [str(reading_key(latency, r)) for r in fresh]
+    assert [r[1] for r in rows] == [str(ledger.reading(latency, r).id) for r in fresh]
+
+
+def test_ledgers_racing_with_the_same_readings_record_each_once(
+    ledger: Ledger, settings: Settings
+) -> None:
+    """Four ledgers (their own connections, as four processes) send overlapping batches
+    at once: the reading-name table lets exactly one write of each reading land."""
+    latency = kpi(ledger)
+    others = [Ledger(settings) for _ in range(4)]
+    barrier = threading.Barrier(len(others))
+
+    def send(n: int) -> list[str]:
+        batch = readings(latency, range(n * 150, n * 150 + 400))  # overlaps the next two
+        barrier.wait(timeout=30)
+        return others[n].record_readings(batch, source="s", actor=f"a{n}").recorded
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(others)) as pool:
+            recorded = [r for batch in pool.map(send, range(len(others))) for r in batch]
+    finally:
+        for other in others:
+            other.close()
+    expected = [f"r{i}" for i in range(3 * 150 + 400)]
+    assert sorted(recorded) == sorted(expected)  # each reading recorded by one writer
+    stored = [r for r in stored_rows(ledger) if r[3] == "goalledger/reading/recorded"]
+    assert len(stored) == len(expected)
+    assert {ledger.reading(latency, r).reading_id for r in expected} == set(expected)
 
 
 @pytest.mark.parametrize(
@@ -147,28 +178,32 @@ def test_one_bad_reading_refuses_the_whole_batch_naming_it(
 def test_a_batch_the_database_refuses_midway_records_nothing(
     ledger: Ledger, database_url: str
 ) -> None:
-    """A real trigger refuses the 700th row: the 699 before it must not stay either."""
+    """A real trigger refuses the 700th row (in the second INSERT): the 699 before it, and
+    every name the batch claimed, must not stay either."""
     latency = kpi(ledger)
     batch = readings(latency, range(1000))
-    doomed = reading_key(latency, "r699")
     head = ledger.head_position()
-    with _refusing_trigger(ledger, database_url, doomed), pytest.raises(Exception, match="doomed"):
+    with (
+        _refusing_trigger(ledger, database_url, head + 700),
+        pytest.raises(Exception, match="doomed"),
+    ):
         ledger.record_readings(batch, source="s", actor="a")
     assert ledger.head_position() == head
-    assert ledger.recorder.select_events(reading_key(latency, "r0")) == []
+    with pytest.raises(NotFound):
+        ledger.reading(latency, "r0")
     written = ledger.record_readings(batch, source="s", actor="a")  # the retry lands whole
     assert len(written.recorded) == 1000 and written.position == ledger.head_position()
 
 
 @contextmanager
-def _refusing_trigger(ledger: Ledger, database_url: str, doomed: UUID) -> Iterator[None]:
-    """A trigger in the real database that refuses the row of aggregate `doomed`."""
+def _refusing_trigger(ledger: Ledger, database_url: str, doomed: int) -> Iterator[None]:
+    """A trigger in the real database that refuses the row at position `doomed`."""
     if database_url.startswith("sqlite"):
         path = Settings(database_url=database_url).storage().path
         with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-            conn.execute(
-                "CREATE TRIGGER doomed BEFORE INSERT ON stored_events"
-                f" WHEN NEW.originator_id = '{doomed.hex}'"
+            conn.execute(  # AFTER: a BEFORE trigger sees no rowid yet
+                "CREATE TRIGGER doomed AFTER INSERT ON stored_events"
+                f" WHEN NEW.rowid = {doomed}"
                 " BEGIN SELECT RAISE(ABORT, 'doomed row'); END"
             )
             try:
@@ -180,7 +215,7 @@ def _refusing_trigger(ledger: Ledger, database_url: str, doomed: UUID) -> Iterat
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "CREATE FUNCTION doomed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.originator_id = '{doomed}' THEN RAISE EXCEPTION 'doomed row';"
+            f" IF NEW.notification_id = {doomed} THEN RAISE EXCEPTION 'doomed row';"
             " END IF; RETURN NEW; END $$"
         )
         conn.execute(
@@ -225,9 +260,9 @@ def test_a_cached_aggregate_sees_what_another_ledger_process_wrote(
         assert other.load(kr_id, KeyResult).check_ins == 3
         latency = kpi(ledger)
         ledger.record_readings(readings(latency, range(3)), source="s", actor="a")
-        assert ledger.load(reading_key(latency, "r1"), Reading).value == D("151.25")
+        assert ledger.reading(latency, "r1").value == D("151.25")
         other.correct_reading(latency, "r1", value=D(7), reason="typo", actor="b")
-        assert ledger.load(reading_key(latency, "r1"), Reading).value == D(7)
+        assert ledger.reading(latency, "r1").value == D(7)
         ledger.load(cycle_id, Cycle)
         other.close_cycle(cycle_id, rule="linear-v1", actor="b")
         with pytest.raises(DomainError) as raised:

@@ -12,7 +12,7 @@ import pytest
 from goalledger.api.demo import LedgerNotEmpty, load_demo
 from goalledger.core.cycles import Cycle
 from goalledger.core.errors import DomainError
-from goalledger.core.kpis import DIRECTIONS, Kpi, Reading, reading_key
+from goalledger.core.kpis import DIRECTIONS, Kpi, Reading
 from goalledger.core.ledger import Ledger
 from goalledger.core.model import day_start
 from goalledger.core.objectives import KEY_RESULT_KINDS, OBJECTIVE_KINDS, KeyResult, Objective
@@ -146,7 +146,7 @@ def test_demo_holds_a_correction_and_a_reading_recorded_after_later_ones(loaded)
     assert recorded[0] < position and recorded[1].value != correction.value and correction.reason
     reading = ledger.load(correction.originator_id, Reading)
     assert reading.value == correction.value  # the correction supersedes the value...
-    assert reading_key(reading.kpi_id, reading.reading_id) == reading.id  # ...of the same reading
+    assert ledger.reading(reading.kpi_id, reading.reading_id).id == reading.id  # ...the same one
 
     latest: dict[UUID, datetime] = {}
     late = []

@@ -11,12 +11,15 @@ import base64
 import importlib
 import json
 import pkgutil
+import sqlite3
+from contextlib import closing
 from datetime import UTC, date, datetime
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import psycopg
 import pytest
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
@@ -24,11 +27,12 @@ from eventsourcing.utils import get_topic
 
 import goalledger.core
 from goalledger.core.cycles import Cycle
-from goalledger.core.kpis import Kpi, Reading, Thresholds, reading_key
-from goalledger.core.ledger import Ledger
+from goalledger.core.kpis import Kpi, Reading, Thresholds
+from goalledger.core.ledger import Ledger, ReadingInput
 from goalledger.core.model import LedgerAggregate
 from goalledger.core.objectives import KeyResult, Objective
 from goalledger.core.secrets import Keyring
+from goalledger.core.settings import Settings
 from goalledger.core.subscriptions import Channel, Subscription
 from goalledger.core.teams import Team
 from goalledger.core.tokens import Token
@@ -128,10 +132,6 @@ def test_golden_kpi_and_readings(golden: Ledger) -> None:
         "amber",
         "red",
     ]
-    assert (reading_key(LATENCY, "2026-02-01"), reading_key(LATENCY, "2026-02-02")) == (
-        READING_0201,
-        READING_0202,
-    )
     first = golden.load(READING_0201, Reading)
     expect(first, kpi_id=LATENCY, reading_id="2026-02-01", value=D("287.5"), observed_at=FEB_1)
     second = golden.load(READING_0202, Reading)
@@ -139,6 +139,51 @@ def test_golden_kpi_and_readings(golden: Ledger) -> None:
     expect(second, observed_at=datetime(2026, 2, 2, tzinfo=UTC))
     values = [e.value for _, e in golden.read_events() if e.originator_id == READING_0202]
     assert values == [D("301.25"), D("310.125")]
+
+
+def test_an_old_ledger_names_its_readings_once_when_opened(
+    golden: Ledger, settings: Settings
+) -> None:
+    """The golden log predates the reading-name table (its readings are keyed by a hash
+    of their names): opening such a database names them, so they stay idempotent and
+    correctable, and the table is made once."""
+    _drop_reading_names(settings.database_url)
+    reopened = Ledger(settings)
+    try:
+        assert reopened.reading(LATENCY, "2026-02-01").id == READING_0201
+        assert reopened.reading(LATENCY, " 2026-02-02 ").id == READING_0202
+        again = ReadingInput(LATENCY, "2026-02-01", D("1"), FEB_1)
+        fresh = ReadingInput(LATENCY, "2026-02-03", D("2"), FEB_1)
+        written = reopened.record_readings([again, fresh], source="s", actor="a")
+        assert (written.recorded, written.duplicates) == (["2026-02-03"], ["2026-02-01"])
+        reopened.correct_reading(LATENCY, "2026-02-01", value=D("280"), reason="r", actor="a")
+        assert golden.load(READING_0201, Reading).value == D("280")
+    finally:
+        reopened.close()
+    third = Ledger(settings)  # the table is there now: nothing is named twice
+    try:
+        assert third.reading(LATENCY, "2026-02-03").reading_id == "2026-02-03"
+        assert _count_reading_names(settings.database_url) == 3
+    finally:
+        third.close()
+
+
+def _drop_reading_names(url: str) -> None:
+    _execute(url, "DROP TABLE reading_names")
+
+
+def _count_reading_names(url: str) -> int:
+    return _execute(url, "SELECT count(*) FROM reading_names")[0]
+
+
+def _execute(url: str, statement: str) -> Any:
+    if url.startswith("sqlite"):
+        path = Settings(database_url=url).storage().path
+        with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            return conn.execute(statement).fetchone()
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(statement)
+        return cursor.fetchone() if cursor.description else None
 
 
 def test_golden_tokens_still_authenticate_by_their_hash(golden: Ledger) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from goalledger.core.cycles import Cycle
 from goalledger.core.errors import DomainError, NotFound
-from goalledger.core.kpis import Kpi, Reading, reading_key, thresholds_for
+from goalledger.core.kpis import Kpi, thresholds_for
 from goalledger.core.ledger import Ledger, ReadingInput, Written
 from goalledger.core.model import utc_now
 from goalledger.core.objectives import KeyResult, Objective
@@ -281,7 +281,7 @@ def test_readings_are_idempotent_and_corrections_keep_history(ledger: Ledger) ->
     assert ledger.head_position() == first.position
 
     ledger.correct_reading(kpi_id, "2026-02-02", value=D("310.125"), reason="late", actor="sre")
-    reading = ledger.load(reading_key(kpi_id, "2026-02-02"), Reading)
+    reading = ledger.reading(kpi_id, "2026-02-02")
     expect(reading, value=D("310.125"), source="prometheus", observed_at=WEEK_AGO + day, version=2)
     history = [e for _, e in ledger.read_events() if e.originator_id == reading.id]
     assert [(type(e).__qualname__, e.value) for e in history] == [

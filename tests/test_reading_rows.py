@@ -1,5 +1,5 @@
-"""core/reading_rows.py: rows keyed exactly as `reading_key`, repeats within a batch
-counted once, refusals naming `readings[i]`."""
+"""core/reading_rows.py: rows named exactly as `reading_name`, with new increasing ids,
+repeats within a batch counted once, refusals naming `readings[i]`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from goalledger.core.errors import DomainError
-from goalledger.core.kpis import reading_key
+from goalledger.core.kpis import reading_name
 from goalledger.core.reading_rows import ReadingInput, reading_rows
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -24,14 +24,17 @@ def rows(items: list[ReadingInput], seen: list | None = None):
     )  # fmt: skip
 
 
-def test_keys_are_reading_keys_in_input_order():
+def test_rows_are_named_in_input_order_with_new_increasing_ids():
     items = [
         ReadingInput(KPIS[n % 7], f"reading {n} é", Decimal(n), NOW - timedelta(minutes=n))
         for n in range(1000)
     ]
     seen: list = []
     batch = rows(items, seen)
-    assert batch.keys == [reading_key(i.kpi_id, i.reading_id).hex for i in items]
+    assert batch.names == [reading_name(i.kpi_id, i.reading_id) for i in items]
+    assert batch.keys == sorted(set(batch.keys)) and len(batch.keys) == 1000
+    assert {uuid.UUID(hex=key).version for key in batch.keys} == {7}
+    assert not set(rows(items).keys) & set(batch.keys)  # the same readings again: new ids
     assert batch.reading_ids == [i.reading_id for i in items]
     assert len(batch.states) == 1000 and batch.repeats == []
     assert seen == [(KPIS[n], n) for n in range(7)]  # each KPI checked once, at first sight
@@ -46,7 +49,7 @@ def test_a_reading_repeated_in_a_batch_counts_once_however_its_kpi_is_given():
     ]
     batch = rows(items)
     assert batch.reading_ids == ["a", "a"]
-    assert batch.keys == [reading_key(KPIS[0], "a").hex, reading_key(KPIS[1], "a").hex]
+    assert batch.names == [reading_name(KPIS[0], "a"), reading_name(KPIS[1], "a")]
     assert batch.repeats == ["a", "a"]
 
 

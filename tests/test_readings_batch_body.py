@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from uuid import UUID
 
 import pytest
 from api_fixtures import Api, sqlite_api_fixture  # noqa: F401
-
-from goalledger.core.kpis import Reading, reading_key
 
 NOW = "2026-01-01T00:00:00Z"
 MISSING = "00000000-0000-4000-8000-000000000000"
@@ -86,10 +85,7 @@ def test_values_are_recorded_with_the_digits_sent(api: Api):
     assert response.status_code == 201, response.text
     assert response.json()["recorded"] == ["trailing", "long", "text"]
     ledger = api.system.ledger
-    values = {
-        rid: ledger.load(reading_key(kpi, rid), Reading).value
-        for rid in ("trailing", "long", "text")
-    }
+    values = {rid: ledger.reading(UUID(kpi), rid).value for rid in ("trailing", "long", "text")}
     assert values == {
         "trailing": Decimal("1.10"),
         "long": Decimal("1.000000000000000000000001"),
@@ -129,5 +125,5 @@ def test_readings_of_one_kpi_one_or_many_keep_their_digits(api: Api):
         )
         assert response.status_code == 201, response.text
     ledger = api.system.ledger
-    assert str(ledger.load(reading_key(kpi, "one"), Reading).value) == "3.140"
-    assert str(ledger.load(reading_key(kpi, "two"), Reading).value) == "2.50"
+    assert str(ledger.reading(UUID(kpi), "one").value) == "3.140"
+    assert str(ledger.reading(UUID(kpi), "two").value) == "2.50"
