@@ -1,0 +1,107 @@
+"""The check-in route's quick path (QuickCheckIn) answers exactly as the route: the
+usual case in full, and every unusual one handed to the route with its body intact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from api_fixtures import Api, sqlite_api_fixture  # noqa: F401
+
+SECURITY = ["x-content-type-options", "x-frame-options", "referrer-policy",
+            "content-security-policy", "cache-control"]  # fmt: skip
+
+
+@pytest.fixture(name="org")
+def org_fixture(api: Api) -> dict[str, Any]:
+    return api.org()
+
+
+def check_ins(api: Api, kr: str) -> list[dict[str, Any]]:
+    return api.settled(f"/v1/key-results/{kr}/check-ins").json()["items"]
+
+
+def test_a_check_in_answers_201_with_its_headers_and_is_read_back(api: Api, org) -> None:
+    kr = org["kr"]["id"]
+    body = {"value": 42, "confidence": 0.7, "note": "quick"}
+    response = api.post(f"/v1/key-results/{kr}/check-ins", json=body)
+    assert response.status_code == 201, response.text
+    names = [name.decode().lower() for name, _ in response.headers.raw]
+    assert names == ["etag", "x-ledger-position", "content-type", "content-length", *SECURITY]
+    written = response.json()
+    assert written == {"key_result_id": kr, "version": 2, "position": written["position"]}
+    assert response.headers["etag"] == '"2"'
+    assert response.headers["x-ledger-position"] == str(written["position"])
+    assert response.headers["cache-control"] == "no-store"
+    [seen] = check_ins(api, kr)
+    assert (seen["value"], seen["confidence"], seen["note"]) == (42, 0.7, "quick")
+    metrics = api.get("/metrics").text
+    template = "/v1/key-results/{key_result_id}/check-ins"
+    assert f'method="POST",path="{template}",status_code="201"' in metrics
+
+
+def test_a_scoped_contributor_checks_in_on_its_own_team(api: Api, org) -> None:
+    scoped = api.token("contributor", org["team"]["id"])
+    kr = org["kr"]["id"]
+    response = api.post(f"/v1/key-results/{kr}/check-ins", scoped, json={"value": "7.5"})
+    assert response.status_code == 201, response.text
+    assert [c["value"] for c in check_ins(api, kr)] == [7.5]
+
+
+def test_if_match_current_is_written_and_stale_is_412(api: Api, org) -> None:
+    kr = org["kr"]["id"]
+    path = f"/v1/key-results/{kr}/check-ins"
+    assert api.post(path, json={"value": 1}, headers={"If-Match": '"1"'}).status_code == 201
+    stale = api.post(path, json={"value": 2}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 412, stale.text
+    assert stale.headers["content-type"] == "application/problem+json"
+    assert [c["value"] for c in check_ins(api, kr)] == [1]
+
+
+@pytest.mark.parametrize(
+    ("token", "body", "status", "kind"),
+    [
+        (None, b'{"value": 1}', 401, "unauthorized"),
+        ("viewer", b'{"value": 1}', 403, "forbidden"),
+        ("other team", b'{"value": 1}', 403, "forbidden"),
+        ("admin", b'{"value": ', 400, "bad-request"),
+        ("admin", b'{"value": 1, "nope": 2}', 400, "bad-request"),
+        ("admin", b'{"value": "NaN"}', 400, "bad-request"),
+        ("admin", b"", 400, "bad-request"),
+        ("admin", b'{"done": true}', 422, "invalid"),
+    ],
+)
+def test_unusual_requests_get_the_routes_problem_details(
+    api: Api, org, token: str | None, body: bytes, status: int, kind: str
+) -> None:
+    secret = {
+        None: None,
+        "admin": "admin",
+        "viewer": api.token("viewer"),
+        "other team": api.token("contributor", api.created("/v1/teams", {"name": "O"})["id"]),
+    }[token]
+    response = api.post(
+        f"/v1/key-results/{org['kr']['id']}/check-ins", secret, content=body,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"].endswith(f"/{kind}")
+    assert check_ins(api, org["kr"]["id"]) == []
+
+
+def test_an_unknown_key_result_is_404(api: Api) -> None:
+    unknown = "00000000-0000-4000-8000-000000000000"
+    response = api.post(f"/v1/key-results/{unknown}/check-ins", json={"value": 1})
+    assert response.status_code == 404, response.text
+
+
+def test_an_idempotent_check_in_is_written_once_and_replayed(api: Api, org) -> None:
+    kr = org["kr"]["id"]
+    headers = {"Idempotency-Key": "quick-1"}
+    first = api.post(f"/v1/key-results/{kr}/check-ins", json={"value": 5}, headers=headers)
+    again = api.post(f"/v1/key-results/{kr}/check-ins", json={"value": 5}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(check_ins(api, kr)) == 1
