@@ -105,3 +105,31 @@ def test_an_idempotent_check_in_is_written_once_and_replayed(api: Api, org) -> N
     assert again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
     assert len(check_ins(api, kr)) == 1
+
+
+def test_lanes_keep_one_key_results_appends_apart_and_no_others() -> None:
+    import asyncio
+    from uuid import UUID
+
+    from goalledger.api.routes_key_results import AppendLanes
+
+    # Ids that fell in one stripe when lanes were `id.int % 64`.
+    first, second = UUID(int=31), UUID(int=31 + 64)
+    lanes = AppendLanes()
+    order: list[str] = []
+
+    async def append(name: str, key: UUID, hold: float) -> None:
+        async with lanes.lane(key):
+            order.append(f"{name} in")
+            await asyncio.sleep(hold)
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        await asyncio.gather(
+            append("a1", first, 0.05), append("a2", first, 0), append("b", second, 0)
+        )
+
+    asyncio.run(main())
+    assert order.index("b out") < order.index("a1 out")  # another key result: no wait
+    assert order.index("a1 out") < order.index("a2 in")  # the same one: after it
+    assert lanes._lanes == {}  # nothing is kept once all are done
