@@ -18,6 +18,7 @@ from goalledger.core.settings import Storage
 STREAM_GRACE_SECONDS = 3
 PROJECTOR_MODES = ("process", "thread", "off")
 YOUNG_COLLECTION_THRESHOLD = 7_000
+STARTUP_CATCH_UP_SECONDS = 15.0
 
 
 @click.command()
@@ -101,6 +102,14 @@ def serve(
             child = WorkerProcess(cli.database_url, log_level=log_level)
             system.projector.runs_elsewhere(child.wake)
             child.start()
+            # Before answering: what the ledger held at start is readable (the embedded
+            # projector caught up in milliseconds; a child first starts Python), unless
+            # a backlog takes longer, which /ready then reports as lag.
+            head = system.ledger.head_position()
+            if not system.projector.wait_for(head, STARTUP_CATCH_UP_SECONDS):
+                logging.getLogger("goalledger.serve").warning(
+                    "serving before the worker child projected up to position %d", head
+                )
         # What is built by now lives as long as the server: frozen, it is left out of
         # the collector's full passes, which otherwise held the event loop (and the
         # committer, waiting for the interpreter lock) for 40-80 ms every few seconds

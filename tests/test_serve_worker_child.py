@@ -150,3 +150,27 @@ def test_no_projector_is_off_and_a_separate_worker_projects(sqlite_url: str) -> 
         finally:
             worker.terminate()
             worker.wait(timeout=DEADLINE)
+
+
+def test_what_the_ledger_held_at_start_is_readable_once_healthy(sqlite_url: str) -> None:
+    from datetime import date
+
+    from goalledger.core.ledger import Ledger
+    from goalledger.core.settings import Settings
+
+    secret = admin_secret(sqlite_url)
+    ledger = Ledger(Settings(database_url=sqlite_url))
+    try:
+        cycle = ledger.define_cycle(
+            name="before the server", starts_on=date(2026, 1, 1), ends_on=date(2026, 3, 31),
+            actor="test",
+        )  # fmt: skip
+    finally:
+        ledger.close()
+    with serving(sqlite_url) as server:
+        server.wait_healthy()
+        listed = httpx.get(
+            f"{server.url}/v1/cycles", headers={"Authorization": f"Bearer {secret}"}, timeout=10
+        )
+        assert str(cycle.id) in [c["id"] for c in listed.json()["items"]]  # no min_position
+        assert server.stop() == 0
