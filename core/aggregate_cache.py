@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -57,18 +58,23 @@ class LogTailCache:
         self._lock = threading.Lock()
         self._aggregates: OrderedDict[str, LedgerAggregate] = OrderedDict()
         self._position = self._head()
+        self._asked = time.monotonic()  # when the log was last asked for its head
 
-    def get(self, aggregate_id: UUID, *, catch_up: bool = True) -> LedgerAggregate | None:
+    def get(
+        self, aggregate_id: UUID, *, catch_up: bool = True, staleness: float = 0.0
+    ) -> LedgerAggregate | None:
         """A copy of the aggregate as the log has it now (None when it has no events).
 
         One not cached yet is read from the log and kept: it holds at least every event
         up to the position the cache reflects, and the catch-up skips any it holds.
         `catch_up=False` skips asking the log whether anything changed (its caller just
-        asked, for another aggregate of the same command).
+        asked, for another aggregate of the same command); `staleness` skips it if the
+        log was asked less than that many seconds ago (this process's own writes are
+        in the cache as they commit; other processes' may then be missed for as long).
         """
         key = aggregate_id.hex
         with self._lock:
-            if catch_up:
+            if catch_up and (staleness <= 0 or time.monotonic() - self._asked >= staleness):
                 self._catch_up()
             cached = self._aggregates.get(key)
             if cached is None:
@@ -79,6 +85,11 @@ class LogTailCache:
             else:
                 self._aggregates.move_to_end(key)
             return cached.__deepcopy__({})
+
+    def forget_freshness(self) -> None:
+        """Ask the log at the next use, whatever the staleness allowed (a write was just
+        refused as stale: someone else wrote)."""
+        self._asked = 0.0
 
     def holds(self, aggregate_id: UUID) -> bool:
         """Whether the aggregate is cached (a `get` then reads at most the log's tail)."""
@@ -119,6 +130,7 @@ class LogTailCache:
         return aggregate
 
     def _catch_up(self) -> None:
+        self._asked = time.monotonic()
         head = self._head()
         if head == self._position:
             return

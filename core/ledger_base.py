@@ -106,15 +106,22 @@ class LedgerBase(Application[UUID]):
     # -- reading the ledger ----------------------------------------------------------
 
     def load(
-        self, aggregate_id: UUID, kind: type[A], field: str = "id", *, just_read: bool = False
+        self,
+        aggregate_id: UUID,
+        kind: type[A],
+        field: str = "id",
+        *,
+        just_read: bool = False,
+        staleness: float = 0.0,
     ) -> A:
         """The current state of one aggregate of the given kind, or `NotFound` naming `field`.
 
         `just_read`: the command read the log a moment ago (loading another aggregate),
-        so the cache need not ask it again whether anything changed since.
+        so the cache need not ask it again whether anything changed since. `staleness`:
+        the cache need not ask if it asked less than that many seconds ago.
         """
         if self._cache is not None:
-            aggregate = self._cache.get(aggregate_id, catch_up=not just_read)
+            aggregate = self._cache.get(aggregate_id, catch_up=not just_read, staleness=staleness)
         else:
             try:
                 aggregate = self.repository.get(aggregate_id, projector_func=_replay)
@@ -234,6 +241,8 @@ class LedgerBase(Application[UUID]):
                 last = committed.result()[1]
                 written.set_result(Written(aggregate.id, aggregate.version, last))
             elif isinstance(error, IntegrityError):
+                if self._cache is not None:
+                    self._cache.forget_freshness()  # another process wrote: look next time
                 conflict = _conflict(aggregates)
                 conflict.__cause__ = error
                 written.set_exception(conflict)
@@ -276,8 +285,14 @@ class LedgerBase(Application[UUID]):
         """
         return self._append_locks[aggregate_id.int % _APPEND_LOCK_STRIPES]
 
-    def _change(self, aggregate_id: UUID, kind: type[A], expected_version: int | None) -> A:
-        aggregate = self.load(aggregate_id, kind)
+    def _change(
+        self,
+        aggregate_id: UUID,
+        kind: type[A],
+        expected_version: int | None,
+        staleness: float = 0.0,
+    ) -> A:
+        aggregate = self.load(aggregate_id, kind, staleness=staleness)
         if expected_version is not None and aggregate.version != expected_version:
             raise Conflict(
                 f"{_label(kind)} {aggregate_id} is at version {aggregate.version}, "

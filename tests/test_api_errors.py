@@ -143,8 +143,8 @@ def test_a_change_that_loses_a_race_is_409_never_a_lost_update(store_api, monkey
     load = Ledger.load
     raced = []
 
-    def load_then_race(self, aggregate_id, kind, field="id"):
-        found = load(self, aggregate_id, kind, field)
+    def load_then_race(self, aggregate_id, kind, field="id", **options):
+        found = load(self, aggregate_id, kind, field, **options)
         if kind is Objective and field == "objective_id" and not raced:
             raced.append(ledger.edit_objective(aggregate_id, title="sneaky", actor="rival"))
         return found

@@ -255,6 +255,33 @@ def test_a_queued_write_that_lost_a_race_is_a_conflict(tmp_path: Path) -> None:
         other.close()
 
 
+def test_a_queued_check_in_on_a_briefly_trusted_cache_is_refused_then_lands(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Without If-Match a queued check-in trusts a cache that asked the log moments ago;
+    another process's write in that window makes it a `Conflict` (nothing written),
+    and the retry asks the log and lands on the new version. With If-Match the log is
+    always asked, so the version compared is current."""
+    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.check_in(kr, actor="here", value=Decimal(1))  # cached, and the log asked
+        other.check_in(kr, actor="elsewhere", value=Decimal(2))  # version 3, unseen here
+        with pytest.raises(Conflict):
+            ledger.queue_check_in(kr, actor="here", value=Decimal(3)).result(timeout=10)
+        assert other.load(kr, KeyResult).check_ins == 2  # the stale one wrote nothing
+        written = ledger.queue_check_in(kr, actor="here", value=Decimal(4)).result(timeout=10)
+        assert (written.version, ledger.load(kr, KeyResult).check_ins) == (4, 3)
+        other.check_in(kr, actor="elsewhere", value=Decimal(5))  # version 5, unseen here
+        done = ledger.queue_check_in(kr, actor="here", expected_version=5, value=Decimal(6))
+        assert done.result(timeout=10).version == 6  # If-Match: compared with the log
+    finally:
+        ledger.close()
+        other.close()
+
+
 def test_a_caller_that_stops_waiting_does_not_stop_the_write(tmp_path: Path, caplog) -> None:
     """A client that disconnects cancels the route's await: the check-in still commits
     (it may have been decided already), nothing is logged as broken, later ones land."""
