@@ -28,6 +28,17 @@ DOCS_POLICY = "; ".join(
     )
 )
 DOCS_PAGES = frozenset({"/schema", "/schema/", "/schema/scalar"})
+
+
+def scope_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of request header `name` (lowercase), as `Headers.get` gives it,
+    without building a `Headers` (middlewares on every write each read one header)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
 ALWAYS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),

@@ -18,11 +18,11 @@ from typing import Any
 
 import anyio.to_thread
 import msgspec
-from litestar.datastructures import Headers
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from goalledger.api.auth import Authenticator, Principal, bearer_secret
+from goalledger.api.http_headers import scope_header
 from goalledger.api.problems import PROBLEM_JSON, TYPE_BASE, FieldError, Problem
 from goalledger.projections.store import ViewStore
 
@@ -143,12 +143,11 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        headers = Headers.from_scope(scope)
-        key = headers.get("idempotency-key")
+        key = scope_header(scope, b"idempotency-key")
         if key is None:  # most writes: nothing to read, hash or store
             await self.app(scope, receive, send)
             return
-        principal = await self._principal(headers.get("authorization"))
+        principal = await self._principal(scope_header(scope, b"authorization"))
         if principal is None:  # the app will answer 401
             await self.app(scope, receive, send)
             return

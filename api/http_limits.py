@@ -18,11 +18,11 @@ from traceback import walk_tb
 from uuid import UUID
 
 from litestar import Request, Response
-from litestar.datastructures import Headers
 from litestar.middleware import DefineMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from goalledger.api.auth import Authenticator, Principal, bearer_secret
+from goalledger.api.http_headers import scope_header
 from goalledger.api.problems import ApiError, FieldError, Problem, on_unexpected, problem
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers.from_scope(scope).get("content-length")
+        declared = scope_header(scope, b"content-length")
         if declared is not None and declared.strip().isdigit() and int(declared) > self.limit:
             raise self._refusal(f"Content-Length is {int(declared):,} bytes")
         received = 0
@@ -141,7 +141,7 @@ class WriteRateLimitMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in WRITE_METHODS and self.rate > 0:
-            principal = await self._principal(Headers.from_scope(scope).get("authorization"))
+            principal = await self._principal(scope_header(scope, b"authorization"))
             if principal is not None:
                 self._take(principal.token_id)
         await self.app(scope, receive, send)
