@@ -318,17 +318,25 @@ class SQLiteWriter:
                 f"CREATE TABLE {READING_NAMES} (name TEXT PRIMARY KEY,"
                 " originator_id TEXT NOT NULL) WITHOUT ROWID"
             )
-            named, after = 0, 0
-            select = (
-                f"SELECT rowid, originator_id, state FROM {self._table}"
-                " WHERE rowid > ? AND topic = ? AND originator_version = 1 ORDER BY rowid LIMIT ?"
-            )
-            while rows := cursor.execute(select, (after, topic, BACKFILL_ROWS)).fetchall():
-                after = rows[-1][0]
-                pairs = names_of([(row[1], row[2]) for row in rows])
-                cursor.executemany(f"INSERT INTO {READING_NAMES} VALUES (?, ?)", pairs)
-                named += len(pairs)
-            return named
+            return self.name_held_readings(cursor, topic, names_of)
+
+    def name_held_readings(self, cursor: Any, topic: str, names_of: Namer) -> int:
+        """Name the readings of `topic` the events table holds, in `cursor`'s transaction
+        (the table being empty of them: a new table, or a ledger just imported)."""
+        select = (
+            f"SELECT rowid, originator_id, state FROM {self._table}"
+            " WHERE rowid > ? AND topic = ? AND originator_version = 1 ORDER BY rowid LIMIT ?"
+        )
+        named, after = 0, 0
+        while True:
+            cursor.execute(select, (after, topic, BACKFILL_ROWS))
+            rows = cursor.fetchall()
+            if not rows:
+                return named
+            after = rows[-1][0]
+            pairs = names_of([(row[1], row[2]) for row in rows])
+            cursor.executemany(f"INSERT INTO {READING_NAMES} VALUES (?, ?)", pairs)
+            named += len(pairs)
 
     def named(self, name: str) -> str | None:
         """The aggregate id (32 hex digits) of the reading called `name`, if held."""
@@ -550,10 +558,12 @@ class PostgresWriter:
                     SQL("CREATE TABLE {} (name bytea PRIMARY KEY, originator_id uuid NOT NULL)")
                     .format(self._names_table)
                 )  # fmt: skip
-                named = self._name_held_readings(cursor, topic, names_of)
+                named = self.name_held_readings(cursor, topic, names_of)
         return named
 
-    def _name_held_readings(self, cursor: Any, topic: str, names_of: Namer) -> int:
+    def name_held_readings(self, cursor: Any, topic: str, names_of: Namer) -> int:
+        """Name the readings of `topic` the events table holds, in `cursor`'s transaction
+        (the table being empty of them: a new table, or a ledger just imported)."""
         select = SQL(
             "SELECT notification_id, originator_id, state FROM {} WHERE notification_id > %s"
             " AND topic = %s AND originator_version = 1 ORDER BY notification_id LIMIT %s"

@@ -39,6 +39,11 @@ class KpiCommands(LedgerBase):
         if named:
             log.info("named the %d readings held before the reading-name table", named)
 
+    def name_imported_readings(self, cursor: Any) -> int:
+        """Name the readings just written into the empty events table by `cursor` (an
+        import), in its transaction, so they are idempotent and correctable as any."""
+        return self._writer.name_held_readings(cursor, RECORDED_TOPIC, self._names_of)
+
     def _names_of(self, rows: Sequence[tuple[Any, bytes]]) -> list[tuple[str, Any]]:
         """(name, aggregate id) of stored `Reading.Recorded` states."""
         decode = self.mapper.decode_fields  # type: ignore[attr-defined]

@@ -255,6 +255,7 @@ def _insert_sqlite(ledger: Ledger, batches: Iterator[list[ExportedEvent]]) -> No
                     " state) VALUES (?, ?, ?, ?, ?)",
                     [(e.position, e.aggregate_id.hex, e.version, e.topic, e.state) for e in batch],
                 )
+            ledger.name_imported_readings(cursor)
         finally:
             cursor.execute(f"PRAGMA cache_size = {int(cache)}")
 
@@ -283,3 +284,4 @@ def _insert_postgres(ledger: Ledger, batches: Iterator[list[ExportedEvent]]) -> 
                 "SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)",
                 (f"{recorder.datastore.schema}.{recorder.events_table_name}", last),
             )
+        ledger.name_imported_readings(cursor)

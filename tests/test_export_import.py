@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal as D
 from pathlib import Path
 from uuid import UUID
 
@@ -15,7 +17,8 @@ from test_chain import RawLedger, fresh_url, record_some, reference_links
 
 from goalledger.api.bootstrap import System, bootstrap
 from goalledger.core.errors import DomainError
-from goalledger.core.ledger import Ledger
+from goalledger.core.kpis import Reading
+from goalledger.core.ledger import Ledger, ReadingInput
 from goalledger.core.settings import Settings
 from goalledger.projections import chain
 from goalledger.projections.chain import GENESIS, links
@@ -96,6 +99,16 @@ def test_an_import_reproduces_events_chain_and_read_models(
     assert chain.head(target.store) == chain.head(recorded.store) == imported.head
     assert view_state(target.store) == view_state(recorded.store)
     assert chain.verify(target.ledger, target.store).ok
+    # The imported readings are named: sent again they are duplicates, and correctable.
+    kpi_id, reading = next(
+        (e.kpi_id, e.reading_id)
+        for _, e in target.ledger.read_events()
+        if type(e) is Reading.Recorded
+    )
+    again = ReadingInput(kpi_id, reading, D("1"), datetime(2026, 1, 1, tzinfo=UTC))
+    assert target.ledger.record_readings([again], source="s", actor="a").duplicates == [reading]
+    target.ledger.correct_reading(kpi_id, reading, value=D("2"), reason="r", actor="a")
+    assert target.ledger.reading(kpi_id, reading).value == D("2")
 
 
 def test_an_import_keeps_gaps_between_positions(
