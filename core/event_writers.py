@@ -308,12 +308,15 @@ class SQLiteWriter:
     def prepare_reading_names(self, topic: str, names_of: Namer) -> int:
         """Make the reading-name table if the database has none, naming every reading
         of `topic` held already, in the same transaction (so another process sees no
-        table or a full one); returns how many it named."""
-        with self._transaction() as cursor:
-            if cursor.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (READING_NAMES,)
-            ).fetchone():
+        table or a full one); returns how many it named. Usually the table is there: a
+        plain read says so, without taking the write lock every open would wait for."""
+        held = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        with self._lock:
+            if self._connection.execute(held, (READING_NAMES,)).fetchone():
                 return 0
+        with self._transaction() as cursor:
+            if cursor.execute(held, (READING_NAMES,)).fetchone():
+                return 0  # another process made it meanwhile
             cursor.execute(
                 f"CREATE TABLE {READING_NAMES} (name TEXT PRIMARY KEY,"
                 " originator_id TEXT NOT NULL) WITHOUT ROWID"

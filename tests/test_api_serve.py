@@ -19,6 +19,9 @@ import httpx
 import pytest
 from api_fixtures import CYCLE
 
+from goalledger.core.ledger import Ledger
+from goalledger.core.settings import Settings
+
 STARTUP_SECONDS = 60
 STOP_SECONDS = 20
 
@@ -75,6 +78,16 @@ class Server:
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=STOP_SECONDS)
+
+
+def admin_secret(database_url: str) -> str:
+    """The secret of a new admin token in the ledger at `database_url`."""
+    ledger = Ledger(Settings(database_url=database_url))
+    try:
+        _, secret = ledger.issue_token(name="admin", role="admin", actor="test")
+    finally:
+        ledger.close()
+    return secret
 
 
 @contextmanager

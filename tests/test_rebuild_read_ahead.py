@@ -20,7 +20,8 @@ from test_alerts import history
 from test_replay import SeededChooser, run_and_compare
 
 from goalledger.api.bootstrap import bootstrap
-from goalledger.core.ledger import ReadingInput
+from goalledger.core.kpis import Kpi
+from goalledger.core.ledger import Ledger, ReadingInput
 from goalledger.core.settings import Settings
 from goalledger.projections import chain, log_pages, read_ahead, schema
 from goalledger.projections.projector import ProjectionFailed, Projector, rebuild
@@ -41,6 +42,14 @@ def readers(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen]:
     return started
 
 
+def kpi_with_readings(ledger: Ledger, count: int) -> Kpi:
+    """The uptime KPI with `count` daily readings of 99."""
+    kpi = uptime_kpi(ledger)
+    readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(count)]
+    ledger.record_readings(readings, source="manual", actor="bot")
+    return kpi
+
+
 @pytest.mark.parametrize("batch", [1, 4, 5000])
 def test_read_ahead_rebuild_equals_live_projection(
     sqlite_url: str, readers: list[subprocess.Popen], batch: int
@@ -57,9 +66,7 @@ def test_read_ahead_rebuild_catches_up_with_events_written_meanwhile(
     sqlite_url: str, readers: list[subprocess.Popen]
 ) -> None:
     with bootstrap(Settings(database_url=sqlite_url)) as system:
-        kpi = uptime_kpi(system.ledger)
-        readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(30)]
-        system.ledger.record_readings(readings, source="manual", actor="bot")
+        kpi = kpi_with_readings(system.ledger, 30)
         calls = []
 
         def write_meanwhile(done: int, total: int) -> None:
@@ -81,10 +88,8 @@ def test_a_failed_rebuild_leaves_no_reader_behind(
     sqlite_url: str, readers: list[subprocess.Popen]
 ) -> None:
     with bootstrap(Settings(database_url=sqlite_url)) as system:
-        kpi = uptime_kpi(system.ledger)
         # More pages than the pipe holds: the reader is still writing when the rebuild stops.
-        readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(800)]
-        system.ledger.record_readings(readings, source="manual", actor="bot")
+        kpi_with_readings(system.ledger, 800)
         with pytest.raises(ProjectionFailed):
             rebuild(system.ledger, system.store, _fail_after_first_page, batch_size=5)
         assert len(readers) == 1
@@ -124,9 +129,7 @@ def test_links_hashed_ahead_from_another_head_are_hashed_again_from_the_ledger(
     sqlite_url: str, readers: list[subprocess.Popen]
 ) -> None:
     with bootstrap(Settings(database_url=sqlite_url)) as system:
-        kpi = uptime_kpi(system.ledger)
-        readings = [ReadingInput(kpi.id, f"r{i}", Decimal(99), days_ago(i)) for i in range(30)]
-        system.ledger.record_readings(readings, source="manual", actor="bot")
+        kpi_with_readings(system.ledger, 30)
         system.catch_up()
         head = system.ledger.head_position()
         # A generation chained up to 10 in-process; the reader, started at 10, hashes

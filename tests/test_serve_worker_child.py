@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_api_serve import Server, serving
+from test_api_serve import Server, admin_secret, serving
 
 DEADLINE = 20.0
 
@@ -53,18 +53,6 @@ def wait_gone(pid: int, timeout: float = DEADLINE) -> float:
         assert time.monotonic() - start < timeout, f"process {pid} is still running"
         time.sleep(0.02)
     return time.monotonic() - start
-
-
-def admin_secret(sqlite_url: str) -> str:
-    from goalledger.core.ledger import Ledger
-    from goalledger.core.settings import Settings
-
-    ledger = Ledger(Settings(database_url=sqlite_url))
-    try:
-        _, secret = ledger.issue_token(name="admin", role="admin", actor="test")
-    finally:
-        ledger.close()
-    return secret
 
 
 def create_and_read_back(server: Server, auth: dict[str, str], name: str) -> float:

@@ -213,14 +213,9 @@ def test_a_standby_worker_takes_over_within_seconds_of_the_active_one_dying(
 @pytest.mark.slow
 def test_serve_runs_the_dispatcher_too(sqlite_url: str) -> None:
     import httpx
-    from test_api_serve import serving
+    from test_api_serve import admin_secret, serving
 
-    ledger = Ledger(Settings(database_url=sqlite_url))
-    try:
-        _, secret = ledger.issue_token(name="admin", role="admin", actor="test")
-    finally:
-        ledger.close()
-    auth = {"Authorization": f"Bearer {secret}"}
+    auth = {"Authorization": f"Bearer {admin_secret(sqlite_url)}"}
     with receiver() as (hook, seen), serving(sqlite_url) as server:
         server.wait_healthy()
         channel = {"plugin": "webhook", "config": {"url": f"{hook.url}/in", "secret": SECRET}}
