@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
+from collections.abc import Awaitable
 from decimal import Decimal
 from uuid import UUID
 
@@ -306,10 +308,11 @@ class KeyResultController(Controller):
 class AppendLanes:
     """Check-ins to one key result from this server's event loop, one after another.
 
-    `Ledger.check_in` keeps threads apart with a lock per key result; a check-in decided
-    on the event loop waits for its commit at an `await`, so the loop's check-ins to one
-    key result queue here instead, and the next one decides on the state the last one
-    committed. One lane per key result in use, dropped when no one holds or waits for
+    `Ledger.check_in` keeps threads apart with a lock per key result; the loop's
+    check-ins to one key result are decided in turn here. One decided on the loop
+    leaves the lane once queued (the next decides on its uncommitted state); one that
+    needs a worker thread, or compares If-Match, holds it until its commit. One lane
+    per key result in use, dropped when no one holds or waits for
     it: lanes shared by several key results (striped locks) made check-ins to one wait
     for commits to the others (3 of the bench's 12 shared a stripe of 64: a quarter of
     its check-ins took 25-75 ms instead of under 5).
@@ -365,41 +368,63 @@ async def record_check_in(
 ) -> Written:
     """Check in as `access.principal`: team scope, If-Match, retries of lost races."""
     fields = msgspec.structs.asdict(data)
-    async with lanes.lane(key_result_id):
-        if access.team_id is not None:  # unscoped tokens skip the extra load
-            kr = await _load(ledger, key_result_id)
-            access.check_write(kr.team_id, "this key result")
-        with preconditions(if_match) as expected:
-            for attempt in range(CHECK_IN_ATTEMPTS):
-                try:
-                    return await _append_check_in(
+    if access.team_id is not None:  # unscoped tokens skip the extra load
+        kr = await _load(ledger, key_result_id)
+        access.check_write(kr.team_id, "this key result")
+    with preconditions(if_match) as expected:
+        for attempt in range(CHECK_IN_ATTEMPTS):
+            try:
+                async with lanes.lane(key_result_id):
+                    if expected is not None:  # compared with a committed version
+                        await _settled(ledger, key_result_id)
+                    committed = await _decide_check_in(
                         ledger, key_result_id, access.principal.actor, expected, fields
                     )
-                except Conflict:
-                    # A check-in appends; without If-Match, losing a race to another
-                    # process is no reason to fail: try again on the new version.
-                    if expected is not None or attempt == CHECK_IN_ATTEMPTS - 1:
-                        raise
-                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                return await committed
+            except Conflict:
+                # A check-in appends; without If-Match, losing a race to another
+                # process is no reason to fail: try again on the new version.
+                if expected is not None or attempt == CHECK_IN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def _append_check_in(
+async def _decide_check_in(
     ledger: Ledger, key_result_id: UUID, actor: str, expected: int | None, fields: dict
-) -> Written:
-    """One try at the check-in. With the key result cached on SQLite it is decided on the
-    event loop (microseconds, no replay) and joins the next group commit without
-    blocking the loop; otherwise it runs in a worker thread."""
-    if ledger.queues_writes and ledger.cached(key_result_id):
+) -> Awaitable[Written]:
+    """Decide one try at the check-in; what it returns gives the check-in once committed.
+
+    With the key result's state at hand on SQLite (cached, or left by this process's
+    queued check-ins) it is decided on the event loop in microseconds and joins the
+    next group commit: the lane is free for the next check-in at once, decided on this
+    one's uncommitted state. Otherwise it is decided and committed in a worker thread."""
+    if ledger.queues_writes and (
+        ledger.cached(key_result_id) or ledger.queued_commit(key_result_id) is not None
+    ):
         queued = ledger.queue_check_in(
             key_result_id, actor=actor, expected_version=expected, **fields
         )
-        return await asyncio.wrap_future(queued)
-    return await anyio.to_thread.run_sync(
+        return asyncio.wrap_future(queued)
+    written = await anyio.to_thread.run_sync(
         functools.partial(
             ledger.check_in, key_result_id, actor=actor, expected_version=expected, **fields
         )
     )
+    return _ready(written)
+
+
+async def _ready(written: Written) -> Written:
+    return written
+
+
+async def _settled(ledger: Ledger, key_result_id: UUID) -> None:
+    """Wait until this process's queued check-ins to the key result have committed or
+    been refused (their senders hear which)."""
+    queued = ledger.queued_commit(key_result_id)
+    if queued is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(queued)
 
 
 async def _load(ledger: Ledger, key_result_id: UUID) -> KeyResult:

@@ -6,7 +6,8 @@ conflict are the library's. They skip its per-event objects and round trips:
 
 - `insert`: a command's events, atomically; a stale version is eventsourcing's
   `IntegrityError` and nothing is written. `submit` is the same without waiting (a
-  future), for the event loop.
+  future), for the event loop; a command it queues may follow another queued one
+  (decided on that one's uncommitted state), and is refused if that one was.
 - `insert_new`: first events of new readings, each with a new time-ordered id and a
   name (KPI and reading id) it claims in the reading-name table, 500 rows to a
   statement in one transaction; a row whose name is held already records nothing, the
@@ -84,6 +85,17 @@ class Appended(msgspec.Struct, frozen=True):
 NOTHING = Appended(skipped=frozenset(), first=None, last=None)
 
 
+def _follows_refused(command: _Command, refused_here: Sequence[Future[Any]]) -> bool:
+    """Whether the command was decided on one that was refused: earlier (its future
+    holds the error) or in this group so far (`refused_here`)."""
+    after = command.after
+    if after is None:
+        return False
+    if any(after is future for future in refused_here):
+        return True
+    return after.done() and after.exception() is not None
+
+
 def write_future() -> Future[Any]:
     """A future for a queued write. It cannot be cancelled: once queued, the write
     commits or fails on its own; a caller that stops waiting only drops the answer."""
@@ -95,14 +107,19 @@ def write_future() -> Future[Any]:
 class _Command:
     """One command's rows waiting for a group commit, and how it ended."""
 
-    __slots__ = ("done", "error", "future", "on_commit", "rows", "span")
+    __slots__ = ("after", "done", "error", "future", "on_commit", "rows", "span")
 
     def __init__(
-        self, rows: Sequence[Row], on_commit: Committed | None, future: Future[Any] | None = None
+        self,
+        rows: Sequence[Row],
+        on_commit: Committed | None,
+        future: Future[Any] | None = None,
+        after: Future[Any] | None = None,
     ) -> None:
         self.rows = rows
         self.on_commit = on_commit
         self.future = future  # set for queued commands: resolved by whoever commits them
+        self.after = after  # the queued command this one was decided on top of
         self.span: tuple[int, int] = (0, 0)
         self.error: BaseException | None = None
         self.done = False
@@ -164,12 +181,20 @@ class SQLiteWriter:
         return command.outcome()
 
     def submit(
-        self, rows: Sequence[Row], on_commit: Committed | None = None
+        self,
+        rows: Sequence[Row],
+        on_commit: Committed | None = None,
+        after: Future[tuple[int, int]] | None = None,
     ) -> Future[tuple[int, int]]:
         """`insert` without waiting: the future gives the positions once committed (or
-        the error that refused the rows). For an event loop, which must not block."""
+        the error that refused the rows). For an event loop, which must not block.
+
+        `after`: the future of a command submitted earlier that these rows were decided
+        on (its events are their predecessors, not yet committed). If that command is
+        refused, so is this one, with `IntegrityError`, and nothing of it is written:
+        commands commit in the order they were queued, so its fate is known by then."""
         future: Future[tuple[int, int]] = write_future()
-        command = _Command(rows, on_commit, future)
+        command = _Command(rows, on_commit, future, after)
         with self._turn:
             if self._closed:
                 raise InterfaceError("the ledger's writer is closed")
@@ -208,10 +233,12 @@ class SQLiteWriter:
     def _commit(self, group: list[_Command]) -> None:
         """One transaction for the group; a command the database refuses is undone alone."""
         try:
-            spans = self._insert_together(group)
+            spans = None
+            if not any(_follows_refused(command, ()) for command in group):
+                spans = self._insert_together(group)
             if spans is None:  # something was refused: command by command, to find it
                 with self._transaction() as cursor:
-                    spans = [self._insert_command(cursor, command.rows) for command in group]
+                    spans = self._insert_commands(cursor, group)
         except BaseException as error:
             for command in group:
                 command.error = error
@@ -252,6 +279,25 @@ class SQLiteWriter:
         for command in group:
             spans.append((first, first + len(command.rows) - 1))
             first += len(command.rows)
+        return spans
+
+    def _insert_commands(
+        self, cursor: sqlite3.Cursor, group: list[_Command]
+    ) -> list[tuple[int, int] | BaseException]:
+        """Each command of the group in turn; one that follows a command refused (in
+        this group or before it) is refused without being tried."""
+        spans: list[tuple[int, int] | BaseException] = []
+        refused: list[Future[Any]] = []
+        for command in group:
+            if _follows_refused(command, refused):
+                span: tuple[int, int] | BaseException = IntegrityError(
+                    "refused: it was decided on a queued command that was refused"
+                )
+            else:
+                span = self._insert_command(cursor, command.rows)
+            if isinstance(span, BaseException) and command.future is not None:
+                refused.append(command.future)
+            spans.append(span)
         return spans
 
     def _insert_command(

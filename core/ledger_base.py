@@ -62,6 +62,10 @@ class LedgerBase(Application[UUID]):
         self._cache: LogTailCache | None = None
         self._found: set[tuple[UUID, type]] = set()
         self._append_locks = tuple(threading.Lock() for _ in range(_APPEND_LOCK_STRIPES))
+        # Aggregates with queued, uncommitted events: their state after those events and
+        # the newest queued commit (the committer thread drops an entry once it ends).
+        self._queued: dict[UUID, tuple[LedgerAggregate, Future[tuple[int, int]]]] = {}
+        self._queued_lock = threading.Lock()
         self._writer: SQLiteWriter | PostgresWriter
         if storage.kind == "sqlite":
             # On SQLite the ledger keeps its own cache, fresh from the log's tail.
@@ -226,9 +230,16 @@ class LedgerBase(Application[UUID]):
     def record_queued(self, aggregate: LedgerAggregate) -> Future[Written]:
         """`_written` for code that must not block (an event loop): the aggregate's new
         events join the next group commit, and the future gives where they landed, or the
-        `Conflict`."""
+        `Conflict`.
+
+        Until they commit, `queued_state` hands out the aggregate as they leave it, so
+        the next command can be decided at once instead of after this one's commit. If
+        this aggregate was itself decided on queued events, it commits after them and is
+        refused (a `Conflict`) if they are."""
         assert isinstance(self._writer, SQLiteWriter), "queued writes need the SQLite writer"
         aggregates = (aggregate,)
+        with self._queued_lock:
+            entry = self._queued.get(aggregate.id)
         rows = self._rows(aggregates)
         written: Future[Written] = write_future()
         if not rows:
@@ -236,6 +247,9 @@ class LedgerBase(Application[UUID]):
             return written
 
         def settle(committed: Future[tuple[int, int]]) -> None:
+            with self._queued_lock:
+                if self._queued.get(aggregate.id, (None, None))[1] is committed:
+                    del self._queued[aggregate.id]
             error = committed.exception()
             if error is None:
                 last = committed.result()[1]
@@ -249,8 +263,29 @@ class LedgerBase(Application[UUID]):
             else:
                 written.set_exception(error)
 
-        self._writer.submit(rows, self._on_commit(aggregates)).add_done_callback(settle)
+        after = None
+        if entry is not None and aggregate.version - len(rows) == entry[0].version:
+            after = entry[1]  # decided on the queued state: commits after it, or not at all
+        committed = self._writer.submit(rows, self._on_commit(aggregates), after)
+        with self._queued_lock:
+            if not committed.done():  # else settle has run, or waits for this lock
+                self._queued[aggregate.id] = (aggregate, committed)
+        committed.add_done_callback(settle)
         return written
+
+    def queued_state(self, aggregate_id: UUID) -> LedgerAggregate | None:
+        """A copy of the aggregate as this process's queued, uncommitted events leave it;
+        None when it has none. A command decided on it and passed to `record_queued`
+        commits after them, or is refused with them."""
+        with self._queued_lock:
+            entry = self._queued.get(aggregate_id)
+        return None if entry is None else entry[0].__deepcopy__({})
+
+    def queued_commit(self, aggregate_id: UUID) -> Future[tuple[int, int]] | None:
+        """The newest queued commit of the aggregate's events, None when none waits."""
+        with self._queued_lock:
+            entry = self._queued.get(aggregate_id)
+        return None if entry is None else entry[1]
 
     def cached(self, aggregate_id: UUID) -> bool:
         """Whether loading the aggregate needs no replay from the log (it is cached)."""
@@ -293,12 +328,7 @@ class LedgerBase(Application[UUID]):
         staleness: float = 0.0,
     ) -> A:
         aggregate = self.load(aggregate_id, kind, staleness=staleness)
-        if expected_version is not None and aggregate.version != expected_version:
-            raise Conflict(
-                f"{_label(kind)} {aggregate_id} is at version {aggregate.version}, "
-                f"not {expected_version}",
-                aggregate_id=aggregate_id,
-            )
+        expect_version(aggregate, expected_version)
         return aggregate
 
 
@@ -308,6 +338,16 @@ _APPEND_LOCK_STRIPES = 64
 _EVENTSOURCING_CACHE_KEYS = frozenset(
     {"AGGREGATE_CACHE_MAXSIZE", "AGGREGATE_CACHE_FASTFORWARD", "DEEPCOPY_FROM_AGGREGATE_CACHE"}
 )
+
+
+def expect_version(aggregate: LedgerAggregate, expected_version: int | None) -> None:
+    """`Conflict` when `expected_version` is given and the aggregate is not at it."""
+    if expected_version is not None and aggregate.version != expected_version:
+        raise Conflict(
+            f"{_label(type(aggregate))} {aggregate.id} is at version {aggregate.version}, "
+            f"not {expected_version}",
+            aggregate_id=aggregate.id,
+        )
 
 
 def _replay(aggregate: Any, events: Iterable[Any]) -> Any:

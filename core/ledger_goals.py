@@ -11,7 +11,7 @@ from uuid import UUID
 from goalledger.core.cycles import Cycle
 from goalledger.core.errors import DomainError, require
 from goalledger.core.kpis import Kpi
-from goalledger.core.ledger_base import LedgerBase, Written
+from goalledger.core.ledger_base import LedgerBase, Written, expect_version
 from goalledger.core.objectives import KeyResult, Objective
 from goalledger.core.teams import DEFAULT_CHECK_IN_INTERVAL_DAYS, Team
 
@@ -289,12 +289,23 @@ class GoalCommands(LedgerBase):
         cached state, and committed by the writer's committer. The caller keeps
         check-ins to one key result apart, as `check_in` does with its lock.
 
-        Without `expected_version` the cache is trusted if it asked the log less than
-        QUEUED_STALENESS ago: a key result another process changed meanwhile is refused
-        at commit by the store's (id, version) key, a `Conflict` the caller retries, and
-        the next use asks the log again. (A cycle closed elsewhere in that window is the
-        race any check-in has with a close committed while it commits.) With it, the
-        version compared is the log's, as `check_in` compares."""
+        A key result with check-ins of this process still queued is decided on the
+        state they leave (`queued_state`), so check-ins to one key result share a group
+        commit instead of waiting for each other's; this one is refused (a `Conflict`)
+        if they are. `expected_version` is then compared with that state's version.
+
+        Otherwise, without `expected_version` the cache is trusted if it asked the log
+        less than QUEUED_STALENESS ago: a key result another process changed meanwhile is
+        refused at commit by the store's (id, version) key, a `Conflict` the caller
+        retries, and the next use asks the log again. (A cycle closed elsewhere in that
+        window is the race any check-in has with a close committed while it commits.)
+        With it, the version compared is the log's, as `check_in` compares."""
+        queued = self.queued_state(key_result_id)
+        if isinstance(queued, KeyResult):
+            expect_version(queued, expected_version)
+            self._require_open_cycle(queued)
+            queued.check_in(actor=actor, **check_in)
+            return self.record_queued(queued)
         staleness = QUEUED_STALENESS if expected_version is None else 0.0
         kr = self._checked_in(key_result_id, actor, expected_version, check_in, staleness)
         return self.record_queued(kr)

@@ -312,3 +312,96 @@ def test_a_caller_that_stops_waiting_does_not_stop_the_write(tmp_path: Path, cap
         assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
     finally:
         ledger.close()
+
+
+def test_a_command_after_a_refused_one_is_refused_and_writes_nothing(
+    writer: SQLiteWriter,
+) -> None:
+    """`submit(after=...)`: rows decided on a queued command commit after it, or are
+    refused with it: in the same group or a later one, while others commit."""
+    held, chained, other = uuid4().hex, uuid4().hex, uuid4().hex
+    writer.insert(rows(held, range(1, 2)))
+    writer._lock.acquire()  # the next commit waits until everything is queued
+    try:
+        stale = writer.submit(rows(held, range(1, 2)))  # version 1 is taken
+        same_group = writer.submit(rows(held, range(2, 3)), after=stale)
+        fresh = writer.submit(rows(other, range(1, 2)))
+        chained_ok = writer.submit(rows(other, range(2, 3)), after=fresh)
+    finally:
+        writer._lock.release()
+    assert isinstance(stale.exception(timeout=10), IntegrityError)
+    assert isinstance(same_group.exception(timeout=10), IntegrityError)
+    assert fresh.result(timeout=10)[1] + 1 == chained_ok.result(timeout=10)[0]
+    later_group = writer.submit(rows(chained, range(1, 2)), after=same_group)
+    assert isinstance(later_group.exception(timeout=10), IntegrityError)
+    with closing(sqlite3.connect(writer_path(writer))) as connection:
+        stored = connection.execute(
+            f"SELECT originator_id, originator_version FROM {TABLE} ORDER BY rowid"
+        ).fetchall()
+    assert stored == [(held, 1), (other, 1), (other, 2)]
+
+
+def test_queued_check_ins_to_one_key_result_share_a_commit(tmp_path: Path) -> None:
+    """The next check-in is decided on the queued, uncommitted state of the ones before
+    it: five queued while a commit is held land as versions 2..6 in one transaction;
+    If-Match is compared with that state; nothing stays queued once they commit."""
+    ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.load(kr, KeyResult)
+        statements: list[str] = []
+        ledger._writer._connection.set_trace_callback(statements.append)
+        ledger._writer._lock.acquire()
+        try:
+            first = ledger.queue_check_in(kr, actor="t", value=Decimal(0))
+            while ledger._writer._queue:  # the committer took it and waits for the lock
+                time.sleep(0.001)
+            queued = [ledger.queue_check_in(kr, actor="t", value=Decimal(n)) for n in (1, 2, 3)]
+            assert ledger.queued_state(kr).version == 5
+            with pytest.raises(Conflict):  # If-Match: compared with the queued version
+                ledger.queue_check_in(kr, actor="t", expected_version=2, value=Decimal(9))
+            queued.append(
+                ledger.queue_check_in(kr, actor="t", expected_version=5, value=Decimal(4))
+            )
+        finally:
+            ledger._writer._lock.release()
+        assert first.result(timeout=10).version == 2
+        assert [q.result(timeout=10).version for q in queued] == [3, 4, 5, 6]
+        assert transactions(statements) == 2  # the first, then the four decided on it
+        assert ledger.queued_commit(kr) is None and ledger.queued_state(kr) is None
+        kr_state = ledger.load(kr, KeyResult)
+        assert (kr_state.version, kr_state.check_ins) == (6, 5)
+    finally:
+        ledger.close()
+
+
+def test_check_ins_queued_on_one_another_process_overtook_are_all_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Another process writes the version the first queued check-in takes: that one is
+    a `Conflict`, and so is every check-in decided on it; none writes anything, and
+    the next check-in, decided afresh from the log, lands."""
+    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.check_in(kr, actor="here", value=Decimal(1))  # cached, the log just asked
+        ledger._writer._lock.acquire()
+        try:
+            queued = [ledger.queue_check_in(kr, actor="here", value=Decimal(n)) for n in (2, 3, 4)]
+            other.check_in(kr, actor="elsewhere", value=Decimal(9))  # takes version 3
+        finally:
+            ledger._writer._lock.release()
+        for future in queued:
+            with pytest.raises(Conflict):
+                future.result(timeout=10)
+        assert ledger.queued_state(kr) is None
+        overtaken = other.load(kr, KeyResult)
+        assert (overtaken.version, overtaken.check_ins) == (3, 2)  # none of ours
+        written = ledger.queue_check_in(kr, actor="here", value=Decimal(5)).result(timeout=10)
+        assert written.version == 4
+        assert ledger.load(kr, KeyResult).check_ins == 3
+    finally:
+        ledger.close()
+        other.close()

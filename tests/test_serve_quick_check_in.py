@@ -133,3 +133,54 @@ def test_lanes_keep_one_key_results_appends_apart_and_no_others() -> None:
     assert order.index("b out") < order.index("a1 out")  # another key result: no wait
     assert order.index("a1 out") < order.index("a2 in")  # the same one: after it
     assert lanes._lanes == {}  # nothing is kept once all are done
+
+
+def test_check_ins_leave_the_lane_once_queued_and_if_match_waits_for_them(tmp_path) -> None:
+    """Without If-Match a check-in decided on the event loop frees its key result's
+    lane as soon as it is queued: the next is decided on its uncommitted state and
+    both share a commit. With If-Match the route first waits for those queued before
+    it, then compares the committed version: 412 for the version they replaced."""
+    import asyncio
+    from decimal import Decimal
+    from uuid import uuid4
+
+    from test_concurrency import key_results
+
+    from goalledger.api.auth import Principal, TeamScope
+    from goalledger.api.problems import PreconditionFailed
+    from goalledger.api.routes_key_results import AppendLanes, CheckInIn, record_check_in
+    from goalledger.core.ledger import Ledger
+    from goalledger.core.objectives import KeyResult
+    from goalledger.core.settings import Settings
+
+    ledger = Ledger(Settings(database_url=f"sqlite:///{tmp_path / 'l.db'}"))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.load(kr, KeyResult)  # cached: decided on the event loop
+        access = TeamScope(ledger, Principal(uuid4(), "t", "contributor", None))
+        lanes = AppendLanes()
+
+        def check_in(value: int, if_match: str | None = None):
+            data = CheckInIn(value=Decimal(value))
+            return asyncio.ensure_future(record_check_in(ledger, lanes, access, kr, data, if_match))
+
+        async def main() -> None:
+            ledger._writer._lock.acquire()  # hold the commits
+            try:
+                plain = [check_in(1), check_in(2)]
+                await asyncio.sleep(0.05)
+                assert ledger.queued_state(kr).version == 3  # both decided, none committed
+                stale = check_in(3, '"1"')  # the version before the two queued
+                current = check_in(4, '"3"')  # after them: decided once they commit
+                await asyncio.sleep(0.05)
+                assert not stale.done() and not current.done()  # waiting for the commit
+            finally:
+                ledger._writer._lock.release()
+            assert [(await p).version for p in plain] == [2, 3]
+            with pytest.raises(PreconditionFailed):
+                await stale
+            assert (await current).version == 4
+
+        asyncio.run(main())
+    finally:
+        ledger.close()
