@@ -18,6 +18,7 @@ from goalledger.api.http_idempotency import IdempotencyMiddleware, IdempotencySt
 from goalledger.api.http_json import OPENAPI_PLUGINS, JsonResponse
 from goalledger.api.http_limits import (
     BodyLimitMiddleware,
+    WriteBudgets,
     WriteRateLimitMiddleware,
     on_invalid_utf8,
     on_recursion,
@@ -104,7 +105,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
             ReadCacheMiddleware.define(read_cache, authenticator),
             BodyLimitMiddleware.define(settings.max_body_bytes),
             WriteRateLimitMiddleware.define(
-                authenticator, settings.write_rate, settings.write_burst
+                authenticator, WriteBudgets(settings.write_rate, settings.write_burst)
             ),
             IdempotencyMiddleware.define(idempotency, authenticator),
         ],

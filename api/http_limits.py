@@ -6,7 +6,8 @@
   UTF-8, is a 400, not a crash.
 - Each token may write (POST, PUT, PATCH, DELETE) `write_rate` times a second on
   average, in bursts of up to `write_burst`; beyond that, 429 with `Retry-After`.
-  Buckets live in this process: several API processes each grant the rate.
+  Buckets live in the app (one set for all routes) in this process: several API
+  processes each grant the rate.
 """
 
 from __future__ import annotations
@@ -121,32 +122,18 @@ class TokenBucket:
         return self.level + (now - self.updated) * self.rate >= self.burst
 
 
-class WriteRateLimitMiddleware:
-    """Per-token token buckets on writes; 429 with `Retry-After` when one runs dry.
+class WriteBudgets:
+    """Every token's bucket, one set per app: Litestar builds the middleware stack once
+    per route handler, so buckets kept on a middleware instance would be per route."""
 
-    Only authenticated tokens are counted (an unknown secret is the guard's 401), so a
-    caller cannot drain another token's bucket by sending its id with a wrong secret.
-    """
+    __slots__ = ("buckets", "burst", "rate")
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator, rate: float, burst: int) -> None:
-        self.app = app
-        self.authenticator = authenticator
+    def __init__(self, rate: float, burst: int) -> None:
         self.rate, self.burst = rate, burst
         self.buckets: dict[UUID, TokenBucket] = {}
 
-    @classmethod
-    def define(cls, authenticator: Authenticator, rate: float, burst: int) -> DefineMiddleware:
-        """The middleware, ready for `Litestar(middleware=[...])`."""
-        return DefineMiddleware(cls, authenticator=authenticator, rate=rate, burst=burst)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in WRITE_METHODS and self.rate > 0:
-            principal = await self._principal(scope_header(scope, b"authorization"))
-            if principal is not None:
-                self._take(principal.token_id)
-        await self.app(scope, receive, send)
-
-    def _take(self, token_id: UUID) -> None:
+    def take(self, token_id: UUID) -> None:
+        """Spend one of the token's writes, or raise `TooManyWrites` with `Retry-After`."""
         now = time.monotonic()
         bucket = self.buckets.get(token_id)
         if bucket is None:
@@ -163,6 +150,33 @@ class WriteRateLimitMiddleware:
                 [FieldError("Authorization", "write rate exceeded for this token")],
                 headers={"Retry-After": retry_after},
             )
+
+
+class WriteRateLimitMiddleware:
+    """Per-token token buckets on writes; 429 with `Retry-After` when one runs dry.
+
+    Only authenticated tokens are counted (an unknown secret is the guard's 401), so a
+    caller cannot drain another token's bucket by sending its id with a wrong secret.
+    """
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, budgets: WriteBudgets) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.budgets = budgets
+        self.limited = budgets.rate > 0
+
+    @classmethod
+    def define(cls, authenticator: Authenticator, budgets: WriteBudgets) -> DefineMiddleware:
+        """The middleware, ready for `Litestar(middleware=[...])`; every route's instance
+        shares `budgets`."""
+        return DefineMiddleware(cls, authenticator=authenticator, budgets=budgets)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in WRITE_METHODS and self.limited:
+            principal = await self._principal(scope_header(scope, b"authorization"))
+            if principal is not None:
+                self.budgets.take(principal.token_id)
+        await self.app(scope, receive, send)
 
     async def _principal(self, authorization: str | None) -> Principal | None:
         secret = bearer_secret(authorization)
