@@ -17,6 +17,7 @@ from decimal import (
     Overflow,
     localcontext,
 )
+from functools import lru_cache
 
 import msgspec
 
@@ -31,6 +32,8 @@ _PLACES = Decimal("0.0001")
 _ZERO = Decimal("0.0000")
 _ONE = Decimal(1)
 _DECIMAL_FIELDS = ("start", "target", "band_low", "band_high", "weight", "value", "confidence")
+_NO_TIME = timedelta(0)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class Progress(msgspec.Struct, frozen=True):
@@ -227,9 +230,11 @@ class ScoringRule:
         The cycle runs from `starts_on` 00:00 UTC up to (excluding) the day after `ends_on`.
         """
         begin, end = _cycle_bounds(starts_on, ends_on)
-        elapsed = min(max(_aware(at, "at") - begin, timedelta(0)), end - begin)
-        with localcontext(_CONTEXT):
-            return _quantize(Decimal(_micros(elapsed)) / Decimal(_micros(end - begin)))
+        length = end - begin
+        elapsed = min(max(_aware(at, "at") - begin, _NO_TIME), length)
+        # The context's own divide: what `/` does inside localcontext(_CONTEXT), without
+        # entering and leaving it (a third of this method's time).
+        return _quantize(_CONTEXT.divide(Decimal(_micros(elapsed)), _cycle_micros(length)))
 
     def is_stale(
         self,
@@ -241,7 +246,7 @@ class ScoringRule:
         check_in_interval: timedelta,
     ) -> bool:
         """Whether `kr` has gone without a check-in for longer than `check_in_interval`."""
-        if check_in_interval <= timedelta(0):
+        if check_in_interval <= _NO_TIME:
             raise ValueError("check_in_interval: must be positive")
         begin, end = _cycle_bounds(starts_on, ends_on)
         judged_at = min(_aware(at, "at"), end)
@@ -340,12 +345,20 @@ def _aware(moment: datetime, field: str) -> datetime:
     return moment
 
 
+@lru_cache(maxsize=256)
 def _cycle_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
+    """The cycle's first moment and the moment after it; cached, as a projector judges
+    the same few cycles at every check-in (a raised ValueError is not cached)."""
     if ends_on < starts_on:
         raise ValueError("ends_on: must not be before starts_on")
     begin = datetime.combine(starts_on, time(), tzinfo=UTC)
     return begin, datetime.combine(ends_on + timedelta(days=1), time(), tzinfo=UTC)
 
 
+@lru_cache(maxsize=256)
+def _cycle_micros(length: timedelta) -> Decimal:
+    return Decimal(_micros(length))
+
+
 def _micros(span: timedelta) -> int:
-    return span // timedelta(microseconds=1)
+    return span // _MICROSECOND

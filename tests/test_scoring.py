@@ -319,6 +319,27 @@ def test_pace_rejects_bad_cycle_and_naive_time() -> None:
         RULE.expected_progress(STARTS_ON, ENDS_ON, datetime(2026, 1, 6))
 
 
+def test_cycles_sharing_a_start_keep_their_own_pace() -> None:
+    """Cycle bounds are cached: a cycle of 20 days judged after one of 10 with the same
+    start, and the 10-day one again, each keep their own length; a bad cycle keeps
+    failing (a failure is not cached)."""
+    longer = date(2026, 1, 20)
+    assert RULE.expected_progress(STARTS_ON, ENDS_ON, MIDDLE) == D("0.5")
+    assert RULE.expected_progress(STARTS_ON, longer, MIDDLE) == D("0.25")
+    assert RULE.expected_progress(STARTS_ON, ENDS_ON, MIDDLE) == D("0.5")
+    late = facts("increase_to", start=D(0), target=D(1), last_check_in_at=CYCLE_END)
+    stale_at = datetime(2026, 1, 19, 1, tzinfo=UTC)  # 8 days after the short cycle ends
+    assert not RULE.is_stale(
+        late, starts_on=STARTS_ON, ends_on=ENDS_ON, at=stale_at, check_in_interval=INTERVAL
+    )
+    assert RULE.is_stale(
+        late, starts_on=STARTS_ON, ends_on=longer, at=stale_at, check_in_interval=INTERVAL
+    )
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"^ends_on:"):
+            RULE.expected_progress(ENDS_ON, STARTS_ON, MIDDLE)
+
+
 # --- status --------------------------------------------------------------------------------
 
 
