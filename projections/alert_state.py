@@ -15,6 +15,7 @@ import bisect
 import json
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import msgspec
@@ -249,25 +250,40 @@ def kr_score(
 ) -> KeyResultScore:
     """A key result's progress, pace and status at `at`, as the scoreboard judges it."""
     moment = ts(at)
-    eligible = [t for t in kr.targets if t[0] <= moment or t[1] == kr.defined_position]
-    _, _, target, band_low, band_high, weight = max(eligible, key=lambda t: (t[0], t[1]))
-    fields: dict[str, Any] = {"value": None, "done": None, "steps_done": None, "confidence": None}
+    targets = kr.targets
+    first = targets[0] if len(targets) == 1 else None
+    if first is not None and (first[0] <= moment or first[1] == kr.defined_position):
+        chosen = first  # most KRs never change target: skip the search
+    else:
+        eligible = [t for t in targets if t[0] <= moment or t[1] == kr.defined_position]
+        chosen = max(eligible, key=_target_order)
+    _, _, target, band_low, band_high, weight = chosen
+    value: Decimal | None = None
+    done: bool | None = None
+    steps_done: int | None = None
+    confidence: Decimal | None = None
     checked_at: int | None = None
     if check_in is not None and check_in.effective <= moment:
-        fields = {
-            "value": check_in.value, "done": check_in.done, "steps_done": check_in.steps_done,
-            "confidence": check_in.confidence,
-        }  # fmt: skip
-        checked_at = check_in.effective
+        value, done, steps_done = check_in.value, check_in.done, check_in.steps_done
+        confidence, checked_at = check_in.confidence, check_in.effective
     if kr.kpi_id is not None and reading is not None and reading.observed <= moment:
-        fields["value"] = reading.value  # a KPI-linked KR follows the KPI's latest reading
+        value = reading.value  # a KPI-linked KR follows the KPI's latest reading
         checked_at = max(checked_at or reading.observed, reading.observed)
     facts = KeyResultFacts(
         kind=kr.kind, start=kr.start, target=target, band_low=band_low, band_high=band_high,
-        weight=weight, steps_total=kr.steps_total, last_check_in_at=from_ts(checked_at),
-        **fields,
+        weight=weight, value=value, done=done, steps_done=steps_done, confidence=confidence,
+        steps_total=kr.steps_total, last_check_in_at=from_ts(checked_at),
     )  # fmt: skip
     return RULE.score_key_result(
         facts, starts_on=cycle[0], ends_on=cycle[1], at=at,
-        check_in_interval=timedelta(days=interval_days),
+        check_in_interval=_days(interval_days),
     )  # fmt: skip
+
+
+def _target_order(target: tuple[int, int, Any, Any, Any, Any]) -> tuple[int, int]:
+    return target[0], target[1]
+
+
+@lru_cache(maxsize=64)
+def _days(days: int) -> timedelta:
+    return timedelta(days=days)

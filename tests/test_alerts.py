@@ -288,3 +288,45 @@ def test_a_rebuild_ahead_of_the_live_projector_queues_new_alerts_exactly_once(
     assert late < later and {a for a, _, _ in new} == {
         alert_id("kpi_health_changed", str(kpi), later)
     }
+
+
+def test_off_pace_is_judged_against_the_target_in_force() -> None:
+    """`kr_score` takes the latest target effective by the moment judged, or the defined
+    one when none is yet; a single target is taken without searching."""
+    from datetime import date
+
+    from goalledger.core.scoring import LINEAR_V1, KeyResultFacts
+    from goalledger.projections.alert_state import CheckIn, KrState, kr_score
+    from goalledger.projections.schema import ts
+
+    at = datetime(2026, 1, 6, tzinfo=UTC)
+    cycle = (date(2026, 1, 1), date(2026, 1, 10))
+    later = ts(at + timedelta(days=1))
+    defined = (later, 1, Decimal(100), None, None, Decimal(1))  # effective only later
+    kr = KrState(
+        title="KR", kind="increase_to", objective_id="o", cycle_id="c", team_id="t",
+        kpi_id=None, start=Decimal(0), steps_total=0, defined_position=1, targets=[defined],
+    )  # fmt: skip
+    check_in = CheckIn(ts(at), 5, Decimal(40), None, None, Decimal("0.9"))
+
+    def expected(target: int) -> Any:
+        facts = KeyResultFacts(
+            kind="increase_to", start=Decimal(0), target=Decimal(target), value=Decimal(40),
+            confidence=Decimal("0.9"), last_check_in_at=at,
+        )  # fmt: skip
+        return LINEAR_V1.score_key_result(
+            facts, starts_on=cycle[0], ends_on=cycle[1], at=at,
+            check_in_interval=timedelta(days=7),
+        )  # fmt: skip
+
+    assert kr_score(kr, check_in, None, cycle, 7, at) == expected(100)
+    kr.targets = [
+        (ts(at - timedelta(days=30)), 1, Decimal(100), None, None, Decimal(1)),
+        (ts(at - timedelta(days=1)), 3, Decimal(50), None, None, Decimal(1)),
+        (later, 4, Decimal(400), None, None, Decimal(1)),  # not yet in force
+    ]
+    assert kr_score(kr, check_in, None, cycle, 7, at) == expected(50)
+    assert kr_score(kr, check_in, None, cycle, 7, at).status == "on_track"
+    kr.targets = [(later, 2, Decimal(100), None, None, Decimal(1))]  # neither due nor defined
+    with pytest.raises(ValueError):
+        kr_score(kr, check_in, None, cycle, 7, at)
