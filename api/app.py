@@ -29,7 +29,7 @@ from goalledger.api.read_cache import ReadCache, ReadCacheMiddleware
 from goalledger.api.routes_alerts import AlertController, SubscriptionController
 from goalledger.api.routes_audit import AuditController
 from goalledger.api.routes_chain import ChainController
-from goalledger.api.routes_key_results import AppendLanes, KeyResultController
+from goalledger.api.routes_key_results import AppendLanes, CheckInLane, KeyResultController
 from goalledger.api.routes_kpis import KpiController, ReadingBatchController
 from goalledger.api.routes_objectives import ObjectiveController
 from goalledger.api.routes_ops import OPS_ROUTES, LedgerMetrics
@@ -68,6 +68,8 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
     metrics = LedgerMetrics(system)
     settings = system.settings
     read_cache = ReadCache.for_store(system.store)
+    budgets = WriteBudgets(settings.write_rate, settings.write_burst)
+    lanes = AppendLanes()
 
     async def wake_projector(request: Request) -> None:
         # A write just landed: let the embedded projector pick it up without polling delay.
@@ -87,7 +89,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
         ),
         security=[{"bearer": []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=ROUTES,
         dependencies={
             **dependencies(system),
@@ -104,9 +106,7 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
             # Cached reads next: the write-side middlewares below have nothing to do for them.
             ReadCacheMiddleware.define(read_cache, authenticator),
             BodyLimitMiddleware.define(settings.max_body_bytes),
-            WriteRateLimitMiddleware.define(
-                authenticator, WriteBudgets(settings.write_rate, settings.write_burst)
-            ),
+            WriteRateLimitMiddleware.define(authenticator, budgets),
             IdempotencyMiddleware.define(idempotency, authenticator),
         ],
         request_max_body_size=settings.max_body_bytes,
@@ -122,8 +122,14 @@ def create_app(system: System, *, debug: bool = False) -> Litestar:
                 "system": system,
                 "authenticator": authenticator,
                 "read_cache": read_cache,
-                "append_lanes": AppendLanes(),
+                "append_lanes": lanes,
             }
         ),
         debug=debug,
     )
+    # Check-ins, the hottest write, are answered before routing when nothing is unusual.
+    app.asgi_handler = CheckInLane(
+        app.asgi_handler, system=system, authenticator=authenticator, lanes=lanes,
+        budgets=budgets, max_body=settings.max_body_bytes,
+    )  # fmt: skip
+    return app

@@ -151,6 +151,13 @@ class WriteBudgets:
                 headers={"Retry-After": retry_after},
             )
 
+    def refund(self, token_id: UUID) -> None:
+        """Give back a write `take` granted to a request that was then handed on to the
+        route unanswered (the route takes its own)."""
+        bucket = self.buckets.get(token_id)
+        if bucket is not None:
+            bucket.level = min(float(bucket.burst), bucket.level + 1)
+
 
 class WriteRateLimitMiddleware:
     """Per-token token buckets on writes; 429 with `Retry-After` when one runs dry.

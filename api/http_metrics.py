@@ -46,14 +46,54 @@ def _metric_families() -> tuple[Counter, Histogram, Gauge, Counter]:
         return _families
 
 
+class RouteMetrics:
+    """The request series of this process, each bound to its labels on first use."""
+
+    def __init__(self) -> None:
+        self._requests, self._durations, self._in_progress, self._errors = _metric_families()
+        self._started: dict[tuple[str, str], Any] = {}  # in-progress gauge, bound
+        self._finished: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def begin(self, method: str, path: str) -> float:
+        """A request to `path` (a route template) starts: counted in progress until `end`;
+        returns its start time."""
+        in_progress = self._started.get((method, path))
+        if in_progress is None:
+            labels = (method, path, "200", APP_NAME)  # as the plugin: labelled 200 while running
+            in_progress = self._started[method, path] = self._in_progress.labels(*labels)
+        in_progress.inc()
+        return time.perf_counter()
+
+    def end(self, method: str, path: str, status: int, start: float) -> None:
+        """The request `begin` started has been answered with `status`."""
+        self._started[method, path].dec()
+        series = self._finished.get((method, path, status))
+        if series is None:
+            series = self._bind(method, path, status)
+        requests, durations, errors = series
+        requests.inc()
+        durations.observe(time.perf_counter() - start)
+        if errors is not None:
+            errors.inc()
+
+    def abandon(self, method: str, path: str) -> None:
+        """The request `begin` started is handed on unanswered (counted where answered)."""
+        self._started[method, path].dec()
+
+    def _bind(self, method: str, path: str, status: int) -> tuple[Any, Any, Any]:
+        labels = (method, path, str(status), APP_NAME)
+        errors = self._errors.labels(*labels) if status >= 500 else None
+        series = (self._requests.labels(*labels), self._durations.labels(*labels), errors)
+        self._finished[method, path, status] = series
+        return series
+
+
 class HttpMetricsMiddleware:
     """Counts, times and tracks in-flight requests per method, route template and status."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._requests, self._durations, self._in_progress, self._errors = _metric_families()
-        self._started: dict[tuple[str, str], Any] = {}  # in-progress gauge, bound
-        self._finished: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self.metrics = RouteMetrics()
 
     @classmethod
     def define(cls) -> DefineMiddleware:
@@ -66,12 +106,7 @@ class HttpMetricsMiddleware:
             return
         # Litestar routes before app middleware runs, so the template is known here.
         method, path = scope["method"], scope.get("path_template") or scope["path"]
-        in_progress = self._started.get((method, path))
-        if in_progress is None:
-            labels = (method, path, "200", APP_NAME)  # as the plugin: labelled 200 while running
-            in_progress = self._started[method, path] = self._in_progress.labels(*labels)
         status = 200
-        start = time.perf_counter()
 
         async def send_noting_status(message: Message) -> None:
             nonlocal status
@@ -79,23 +114,8 @@ class HttpMetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        in_progress.inc()
+        start = self.metrics.begin(method, path)
         try:
             await self.app(scope, receive, send_noting_status)
         finally:
-            in_progress.dec()
-            series = self._finished.get((method, path, status))
-            if series is None:
-                series = self._bind(method, path, status)
-            requests, durations, errors = series
-            requests.inc()
-            durations.observe(time.perf_counter() - start)
-            if errors is not None:
-                errors.inc()
-
-    def _bind(self, method: str, path: str, status: int) -> tuple[Any, Any, Any]:
-        labels = (method, path, str(status), APP_NAME)
-        errors = self._errors.labels(*labels) if status >= 500 else None
-        series = (self._requests.labels(*labels), self._durations.labels(*labels), errors)
-        self._finished[method, path, status] = series
-        return series
+            self.metrics.end(method, path, status, start)

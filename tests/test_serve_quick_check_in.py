@@ -1,5 +1,5 @@
-"""The check-in route's quick path (QuickCheckIn) answers exactly as the route: the
-usual case in full, and every unusual one handed to the route with its body intact."""
+"""The check-in lane (CheckInLane, before routing) answers exactly as the route: the
+usual case in full, and every unusual one handed to the app with its body intact."""
 
 from __future__ import annotations
 
@@ -88,6 +88,40 @@ def test_unusual_requests_get_the_routes_problem_details(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["type"].endswith(f"/{kind}")
     assert check_ins(api, org["kr"]["id"]) == []
+
+
+def test_the_lane_answers_the_usual_check_in_and_hands_on_the_rest(api: Api, org) -> None:
+    """Which requests the lane answers itself: the app behind it sees only the others,
+    and their bodies arrive as sent."""
+    from goalledger.api.routes_key_results import CheckInLane
+
+    lane = api.client.app.asgi_handler
+    assert isinstance(lane, CheckInLane)
+    inner, seen = lane.app, []
+
+    async def app_behind(scope, receive, send):
+        seen.append(scope["path"])
+        await inner(scope, receive, send)
+
+    lane.app = app_behind
+    kr = org["kr"]["id"]
+    path = f"/v1/key-results/{kr}/check-ins"
+    assert api.post(path, json={"value": 1}).status_code == 201
+    assert seen == []  # answered by the lane
+    handed_on = [
+        api.post(path, json={"value": 2}, headers={"Idempotency-Key": "lane-1"}),
+        api.post(path + "/", json={"value": 3}),
+        api.post(path, api.token("viewer"), json={"value": 4}),
+        api.post(path, json={"value": 5, "nope": 1}),
+        api.post(path, "gl_nope", json={"value": 6}),
+        api.post(path, json={"done": True}),
+    ]
+    assert [r.status_code for r in handed_on] == [201, 201, 403, 400, 401, 422]
+    assert len(seen) == len(handed_on)
+    upper = f"/v1/key-results/{kr.upper()}/check-ins"
+    assert api.post(upper, json={"value": 7}).status_code == 201
+    assert len(seen) == len(handed_on)  # the lane's too: the route takes any hex case
+    assert [c["value"] for c in check_ins(api, kr)] == [1, 2, 3, 7]
 
 
 def test_an_unknown_key_result_is_404(api: Api) -> None:
