@@ -6,7 +6,6 @@ from __future__ import annotations
 import gc
 import logging
 import signal
-import sys
 from datetime import UTC, datetime
 
 import click
@@ -20,7 +19,6 @@ STREAM_GRACE_SECONDS = 3
 PROJECTOR_MODES = ("process", "thread", "off")
 YOUNG_COLLECTION_THRESHOLD = 7_000
 STARTUP_CATCH_UP_SECONDS = 15.0
-SWITCH_INTERVAL_SECONDS = 0.001
 
 
 @click.command()
@@ -122,12 +120,6 @@ def serve(
         # collections ran ~60 times a second and found little (refcounts free almost
         # all); from 7,000 they all but stop (GC time 0.5 s -> 0.04 s per bench run).
         gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *gc.get_threshold()[1:])
-        # After each group commit's SQLite call the committer thread waits for the
-        # interpreter lock, which a busy event loop gives up only when the switch
-        # interval runs out (5 ms by default): that wait was the check-in p99's tail (the
-        # INSERT's p90 4.2 ms, p99 7.1 ms, against fsync's p99 0.9 ms). At 1 ms, over 12
-        # bench-harness runs each: p99 median 21.2 -> 19.0 ms, for ~5% more loop CPU.
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
         config = uvicorn.Config(
             app, host=host, port=port, log_level=log_level, lifespan="on", server_header=False,
             # Event streams never end by themselves: give them this long, then close them.
