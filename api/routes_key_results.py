@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import random
 import re
 from collections.abc import Awaitable
@@ -45,6 +46,8 @@ from goalledger.api.problems import problem_responses
 from goalledger.core.errors import Conflict
 from goalledger.core.ledger import Ledger, Written
 from goalledger.core.objectives import KeyResult
+
+log = logging.getLogger(__name__)
 
 # Check-ins from one process are serialised by the ledger; these retries cover other
 # processes writing to the same key result (a few ms apart, jittered).
@@ -153,9 +156,12 @@ class CheckInLane:
 
     Anything else goes to the app with the body as received, which answers it as
     before: another path or method, no Content-Length or one over the limit, an
-    Idempotency-Key, no or a bad token, a role that may not contribute, a body that
-    does not convert, a spent write budget, any error from the check-in (which has
-    then written nothing). A write the lane took from the budget is given back first.
+    Idempotency-Key, a header the route reads given twice, no or a bad token, a role
+    that may not contribute, a body that does not convert, a spent write budget, any
+    error (a failed token lookup included: the app's exception handlers answer it, and
+    the check-in has written nothing). A write the lane took from the budget is given
+    back first. A wrapper Litestar puts around its router (CORS, OpenTelemetry; none is
+    configured) would not see the check-ins the lane answers.
     """
 
     def __init__(
@@ -182,29 +188,37 @@ class CheckInLane:
             await self.app(scope, receive, send)
             return
         authorization = if_match = length = None
+        usual = True  # no header the lane leaves to the app, none twice
         for name, value in scope["headers"]:
             if name == b"authorization":
-                authorization = authorization or value.decode("latin-1")
+                usual, authorization = authorization is None, value.decode("latin-1")
             elif name == b"if-match":
-                if_match = if_match or value.decode("latin-1")
+                usual, if_match = if_match is None, value.decode("latin-1")
             elif name == b"content-length":
-                length = value
+                usual, length = length is None, value
             elif name == b"idempotency-key":
-                length = None  # the idempotency middleware's
+                usual = False  # the idempotency middleware's
+            if not usual:
                 break
         secret = bearer_secret(authorization)
-        if length is None or not length.isdigit() or int(length) > self.max_body or not secret:
+        if not usual or secret is None or length is None or not length.isdigit():
             await self.app(scope, receive, send)
             return
-        principal = await self.authenticator.principal(secret)
-        if principal is None or principal.role not in self.allowed:
-            await self.app(scope, receive, send)  # the guard answers 401 or 403
+        if int(length) > self.max_body:
+            await self.app(scope, receive, send)  # the body limit answers 413
             return
-        body, ended = await _read_body(receive)
         start = self.metrics.begin("POST", CHECK_IN_TEMPLATE)
-        taken = False
+        body, read, principal, taken = b"", False, None, False
         try:
-            if not ended or len(body) > self.max_body:
+            principal = await self.authenticator.principal(secret)
+            if principal is None or principal.role not in self.allowed:
+                raise _HandedOn  # the guard answers 401 or 403
+            body, ended = await _read_body(receive)
+            read = True
+            if not ended:  # the client went away: there is no one to answer
+                self.metrics.abandon("POST", CHECK_IN_TEMPLATE)
+                return
+            if len(body) > self.max_body:
                 raise _HandedOn
             data = msgspec.convert(decode_json(body), CheckInIn, strict=False)
             if self.budgets.rate > 0:
@@ -214,12 +228,17 @@ class CheckInLane:
             written = await record_check_in(
                 self.system.ledger, self.lanes, access, UUID(match[1]), data, if_match
             )
-        except Exception:  # the app answers it, as it always has
-            if taken:
+        except Exception as error:  # nothing was written: the app answers it, as always
+            if taken and principal is not None:
                 self.budgets.refund(principal.token_id)
             self.metrics.abandon("POST", CHECK_IN_TEMPLATE)
-            await self.app(scope, _replay(body, receive), send)
+            if not isinstance(error, _HandedOn):
+                log.debug("check-in handed to the route: %r", error)
+            await self.app(scope, _replay(body, receive) if read else receive, send)
             return
+        except BaseException:  # cancelled: the check-in may still commit (it cannot stop)
+            self.metrics.abandon("POST", CHECK_IN_TEMPLATE)
+            raise
         content = encode_json(CheckInWritten(written.id, written.version, written.position))
         headers = [
             (b"etag", etag(written.version).encode()),
@@ -360,7 +379,8 @@ class AppendLanes:
     `Ledger.check_in` keeps threads apart with a lock per key result; the loop's
     check-ins to one key result are decided in turn here. One decided on the loop
     leaves the lane once queued (the next decides on its uncommitted state); one that
-    needs a worker thread, or compares If-Match, holds it until its commit. One lane
+    needs a worker thread holds it until its commit, and one with If-Match first waits
+    in it for the queued ones to commit, then compares the committed version. One lane
     per key result in use, dropped when no one holds or waits for
     it: lanes shared by several key results (striped locks) made check-ins to one wait
     for commits to the others (3 of the bench's 12 shared a stripe of 64: a quarter of

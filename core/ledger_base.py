@@ -227,19 +227,20 @@ class LedgerBase(Application[UUID]):
         """Whether `record_queued` is available (SQLite: the writer has a committer)."""
         return isinstance(self._writer, SQLiteWriter)
 
-    def record_queued(self, aggregate: LedgerAggregate) -> Future[Written]:
+    def record_queued(
+        self, aggregate: LedgerAggregate, after: Future[tuple[int, int]] | None = None
+    ) -> Future[Written]:
         """`_written` for code that must not block (an event loop): the aggregate's new
         events join the next group commit, and the future gives where they landed, or the
         `Conflict`.
 
         Until they commit, `queued_state` hands out the aggregate as they leave it, so
-        the next command can be decided at once instead of after this one's commit. If
-        this aggregate was itself decided on queued events, it commits after them and is
-        refused (a `Conflict`) if they are."""
+        the next command can be decided at once instead of after this one's commit. An
+        aggregate decided on such a state is passed with the commit `queued_state` gave
+        with it (`after`): it commits after that one, or is refused (a `Conflict`) if
+        that one is, even if it ended meanwhile."""
         assert isinstance(self._writer, SQLiteWriter), "queued writes need the SQLite writer"
         aggregates = (aggregate,)
-        with self._queued_lock:
-            entry = self._queued.get(aggregate.id)
         rows = self._rows(aggregates)
         written: Future[Written] = write_future()
         if not rows:
@@ -263,9 +264,6 @@ class LedgerBase(Application[UUID]):
             else:
                 written.set_exception(error)
 
-        after = None
-        if entry is not None and aggregate.version - len(rows) == entry[0].version:
-            after = entry[1]  # decided on the queued state: commits after it, or not at all
         committed = self._writer.submit(rows, self._on_commit(aggregates), after)
         with self._queued_lock:
             if not committed.done():  # else settle has run, or waits for this lock
@@ -273,13 +271,15 @@ class LedgerBase(Application[UUID]):
         committed.add_done_callback(settle)
         return written
 
-    def queued_state(self, aggregate_id: UUID) -> LedgerAggregate | None:
-        """A copy of the aggregate as this process's queued, uncommitted events leave it;
-        None when it has none. A command decided on it and passed to `record_queued`
-        commits after them, or is refused with them."""
+    def queued_state(
+        self, aggregate_id: UUID
+    ) -> tuple[LedgerAggregate, Future[tuple[int, int]]] | None:
+        """A copy of the aggregate as this process's queued, uncommitted events leave it,
+        with the commit that carries the newest of them; None when it has none. A command
+        decided on the copy is passed to `record_queued` with that commit as `after`."""
         with self._queued_lock:
             entry = self._queued.get(aggregate_id)
-        return None if entry is None else entry[0].__deepcopy__({})
+        return None if entry is None else (entry[0].__deepcopy__({}), entry[1])
 
     def queued_commit(self, aggregate_id: UUID) -> Future[tuple[int, int]] | None:
         """The newest queued commit of the aggregate's events, None when none waits."""

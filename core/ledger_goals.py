@@ -292,7 +292,8 @@ class GoalCommands(LedgerBase):
         A key result with check-ins of this process still queued is decided on the
         state they leave (`queued_state`), so check-ins to one key result share a group
         commit instead of waiting for each other's; this one is refused (a `Conflict`)
-        if they are. `expected_version` is then compared with that state's version.
+        if they are. `expected_version` is then compared with that state's version, and
+        the cycle is read from a cache that asked the log less than QUEUED_STALENESS ago.
 
         Otherwise, without `expected_version` the cache is trusted if it asked the log
         less than QUEUED_STALENESS ago: a key result another process changed meanwhile is
@@ -301,11 +302,12 @@ class GoalCommands(LedgerBase):
         window is the race any check-in has with a close committed while it commits.)
         With it, the version compared is the log's, as `check_in` compares."""
         queued = self.queued_state(key_result_id)
-        if isinstance(queued, KeyResult):
-            expect_version(queued, expected_version)
-            self._require_open_cycle(queued)
-            queued.check_in(actor=actor, **check_in)
-            return self.record_queued(queued)
+        if queued is not None and isinstance(queued[0], KeyResult):
+            kr, after = queued
+            expect_version(kr, expected_version)
+            self._require_open_cycle(kr, staleness=QUEUED_STALENESS)
+            kr.check_in(actor=actor, **check_in)
+            return self.record_queued(kr, after)
         staleness = QUEUED_STALENESS if expected_version is None else 0.0
         kr = self._checked_in(key_result_id, actor, expected_version, check_in, staleness)
         return self.record_queued(kr)
@@ -323,9 +325,16 @@ class GoalCommands(LedgerBase):
         kr.check_in(actor=actor, **check_in)
         return kr
 
-    def _require_open_cycle(self, kr: KeyResult) -> None:
+    def _require_open_cycle(self, kr: KeyResult, staleness: float | None = None) -> None:
+        """Refuse a key result whose cycle is closed. The cycle is read as the key result
+        was (`just_read`), unless `staleness` says how fresh it must be (the key result
+        came from queued state, not from the log)."""
+        if staleness is None:
+            cycle = self.load(kr.cycle_id, Cycle, just_read=True)
+        else:
+            cycle = self.load(kr.cycle_id, Cycle, staleness=staleness)
         require(
-            self.load(kr.cycle_id, Cycle, just_read=True).is_open,
+            cycle.is_open,
             "key_result_id",
             "the key result's cycle is closed",
         )

@@ -62,3 +62,17 @@ def test_each_token_has_a_budget_of_its_own(api: Api):
     other = api.token("admin")
     assert writes(api, api.admin) == [201] * BURST + [429] * BURST
     assert writes(api, other) == [201] * BURST + [429] * BURST
+
+
+def test_a_check_in_the_lane_hands_on_costs_one_write_not_two(api: Api):
+    """The check-in lane takes from the budget before deciding; a check-in it then
+    hands to the route (here one the domain refuses) is given its write back, so the
+    route's own take is the only one."""
+    from test_concurrency import key_results
+
+    (kr,) = key_results(api.system.ledger, 1)
+    contributor = api.token("contributor")
+    path = f"/v1/key-results/{kr}/check-ins"
+    statuses = [api.post(path, contributor, json={"done": True}).status_code]
+    statuses += [api.post(path, contributor, json={"value": n}).status_code for n in range(3)]
+    assert statuses == [422, 201, 201, 429]

@@ -156,6 +156,14 @@ def test_a_command_the_database_refuses_fails_alone(writer: SQLiteWriter) -> Non
         assert connection.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (3,)
 
 
+def wait_until(condition, seconds: float = 10) -> None:
+    """Poll `condition` until it holds; fail after `seconds` rather than hang."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.001)
+
+
 def writer_path(writer: SQLiteWriter) -> str:
     return writer._connection.execute("PRAGMA database_list").fetchone()[2]
 
@@ -323,12 +331,16 @@ def test_a_command_after_a_refused_one_is_refused_and_writes_nothing(
     writer.insert(rows(held, range(1, 2)))
     writer._lock.acquire()  # the next commit waits until everything is queued
     try:
+        blocker_id = uuid4().hex
+        blocker = writer.submit(rows(blocker_id, range(1, 2)))
+        wait_until(lambda: not writer._queue)  # the committer holds it: the rest is one group
         stale = writer.submit(rows(held, range(1, 2)))  # version 1 is taken
         same_group = writer.submit(rows(held, range(2, 3)), after=stale)
         fresh = writer.submit(rows(other, range(1, 2)))
         chained_ok = writer.submit(rows(other, range(2, 3)), after=fresh)
     finally:
         writer._lock.release()
+    blocker.result(timeout=10)
     assert isinstance(stale.exception(timeout=10), IntegrityError)
     assert isinstance(same_group.exception(timeout=10), IntegrityError)
     assert fresh.result(timeout=10)[1] + 1 == chained_ok.result(timeout=10)[0]
@@ -338,7 +350,7 @@ def test_a_command_after_a_refused_one_is_refused_and_writes_nothing(
         stored = connection.execute(
             f"SELECT originator_id, originator_version FROM {TABLE} ORDER BY rowid"
         ).fetchall()
-    assert stored == [(held, 1), (other, 1), (other, 2)]
+    assert stored == [(held, 1), (blocker_id, 1), (other, 1), (other, 2)]
 
 
 def test_queued_check_ins_to_one_key_result_share_a_commit(tmp_path: Path) -> None:
@@ -354,10 +366,9 @@ def test_queued_check_ins_to_one_key_result_share_a_commit(tmp_path: Path) -> No
         ledger._writer._lock.acquire()
         try:
             first = ledger.queue_check_in(kr, actor="t", value=Decimal(0))
-            while ledger._writer._queue:  # the committer took it and waits for the lock
-                time.sleep(0.001)
+            wait_until(lambda: not ledger._writer._queue)  # the committer took it, waits
             queued = [ledger.queue_check_in(kr, actor="t", value=Decimal(n)) for n in (1, 2, 3)]
-            assert ledger.queued_state(kr).version == 5
+            assert ledger.queued_state(kr)[0].version == 5
             with pytest.raises(Conflict):  # If-Match: compared with the queued version
                 ledger.queue_check_in(kr, actor="t", expected_version=2, value=Decimal(9))
             queued.append(
@@ -402,6 +413,37 @@ def test_check_ins_queued_on_one_another_process_overtook_are_all_refused(
         written = ledger.queue_check_in(kr, actor="here", value=Decimal(5)).result(timeout=10)
         assert written.version == 4
         assert ledger.load(kr, KeyResult).check_ins == 3
+    finally:
+        ledger.close()
+        other.close()
+
+
+def test_a_check_in_decided_on_a_commit_that_is_refused_meanwhile_is_refused(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """The queued state and its commit are handed out together: a check-in decided on
+    them is refused even if that commit was refused (and left the queued map) before
+    this check-in was passed on."""
+    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.check_in(kr, actor="here", value=Decimal(1))  # cached, the log just asked
+        ledger._writer._lock.acquire()
+        try:
+            first = ledger.queue_check_in(kr, actor="here", value=Decimal(2))
+            state, after = ledger.queued_state(kr)
+            other.check_in(kr, actor="elsewhere", value=Decimal(9))  # takes version 3
+        finally:
+            ledger._writer._lock.release()
+        with pytest.raises(Conflict):
+            first.result(timeout=10)
+        assert ledger.queued_state(kr) is None  # the refused commit left the map
+        state.check_in(actor="here", value=Decimal(3))
+        with pytest.raises(Conflict):
+            ledger.record_queued(state, after).result(timeout=10)
+        assert other.load(kr, KeyResult).check_ins == 2  # none of ours
     finally:
         ledger.close()
         other.close()

@@ -124,6 +124,18 @@ def test_the_lane_answers_the_usual_check_in_and_hands_on_the_rest(api: Api, org
     assert [c["value"] for c in check_ins(api, kr)] == [1, 2, 3, 7]
 
 
+def test_a_header_the_route_reads_given_twice_is_the_routes_to_answer(api: Api, org) -> None:
+    """The route reads the first Authorization (here empty: 401) and refuses two
+    If-Match (400); the lane answers neither case itself, so it cannot differ."""
+    path = f"/v1/key-results/{org['kr']['id']}/check-ins"
+    admin = ("Authorization", f"Bearer {api.admin}")
+    twice = api.client.post(path, json={"value": 1}, headers=[("Authorization", ""), admin])
+    assert twice.status_code == 401, twice.text
+    two = [admin, ("If-Match", '"7"'), ("If-Match", '"1"')]
+    assert api.client.post(path, json={"value": 1}, headers=two).status_code == 400
+    assert check_ins(api, org["kr"]["id"]) == []
+
+
 def test_an_unknown_key_result_is_404(api: Api) -> None:
     unknown = "00000000-0000-4000-8000-000000000000"
     response = api.post(f"/v1/key-results/{unknown}/check-ins", json={"value": 1})
@@ -202,11 +214,16 @@ def test_check_ins_leave_the_lane_once_queued_and_if_match_waits_for_them(tmp_pa
             ledger._writer._lock.acquire()  # hold the commits
             try:
                 plain = [check_in(1), check_in(2)]
-                await asyncio.sleep(0.05)
-                assert ledger.queued_state(kr).version == 3  # both decided, none committed
+                for _ in range(10_000):  # both decided (none can commit): at most a few steps
+                    queued = ledger.queued_state(kr)
+                    if queued is not None and queued[0].version == 3:
+                        break
+                    await asyncio.sleep(0)
+                assert ledger.queued_state(kr)[0].version == 3
                 stale = check_in(3, '"1"')  # the version before the two queued
                 current = check_in(4, '"3"')  # after them: decided once they commit
-                await asyncio.sleep(0.05)
+                for _ in range(100):
+                    await asyncio.sleep(0)
                 assert not stale.done() and not current.done()  # waiting for the commit
             finally:
                 ledger._writer._lock.release()
