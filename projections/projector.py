@@ -96,8 +96,15 @@ class Projector:
     # -- set-up and state -------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the generation register and, on first use, generation 1 (live)."""
+        """Create the generation register and, on first use, generation 1 (live).
+
+        Every process that opens the views runs this. On PostgreSQL, processes starting
+        at once on a new database raced in CREATE TABLE IF NOT EXISTS (a unique
+        violation in pg_type) and could each create generation 1: an advisory lock for
+        the transaction makes them take turns (SQLite's BEGIN IMMEDIATE already does)."""
         with self.store.transaction() as tx:
+            if tx.postgres:
+                tx.execute("SELECT pg_advisory_xact_lock(hashtext('goalledger_views_setup'))")
             schema.ensure_meta(tx)
             if self._fixed_generation is not None:
                 schema.create_generation(tx, self._fixed_generation, query_indexes=False)

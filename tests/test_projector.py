@@ -245,3 +245,41 @@ def _sqlite_tables(path: Path) -> set[str]:
         return {row[0] for row in rows}
     finally:
         connection.close()
+
+
+@pytest.mark.postgres
+def test_processes_starting_at_once_on_a_new_postgres_database_set_up_one_generation(
+    postgres_url: str,
+) -> None:
+    """Two API servers and a projector starting together each set up the views: on
+    PostgreSQL that raced in CREATE TABLE IF NOT EXISTS (a unique violation in pg_type)
+    until setup took an advisory lock. Six at once: none fails, one live generation."""
+    from goalledger.projections import schema
+    from goalledger.projections.store import open_view_store
+
+    settings = Settings(database_url=postgres_url)
+    ledger = Ledger(settings)
+    barrier, errors = threading.Barrier(6), []
+
+    def start() -> None:
+        store = open_view_store(settings)
+        try:
+            barrier.wait(timeout=30)
+            Projector(ledger, store)
+        except Exception as error:
+            errors.append(error)
+        finally:
+            store.close()
+
+    try:
+        starters = [threading.Thread(target=start) for _ in range(6)]
+        for starter in starters:
+            starter.start()
+        for starter in starters:
+            starter.join(timeout=60)
+        assert errors == []
+        with psycopg.connect(postgres_url) as connection:
+            meta = dict(connection.execute(f"SELECT key, value FROM {schema.META_TABLE}"))
+        assert meta == {"highest": 1, "live": 1}
+    finally:
+        ledger.close()
