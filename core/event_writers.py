@@ -249,12 +249,18 @@ class SQLiteWriter:
                 command.error = span
             else:
                 command.span = span
-                if command.on_commit is not None:
+        try:
+            for command in group:
+                if command.error is None and command.on_commit is not None:
                     try:
-                        command.on_commit(*span)
+                        command.on_commit(*command.span)
                     except Exception:  # the rows are committed: the command succeeded
-                        log.exception("after committing positions %d..%d", *span)
-            command.finish()
+                        log.exception("after committing positions %d..%d", *command.span)
+                command.finish()
+        finally:  # a hook that raised past Exception leaves no caller waiting forever
+            for command in group:
+                if not command.done:
+                    command.finish()
 
     def _insert_together(self, group: list[_Command]) -> list[Any] | None:
         """The usual case in one step: every row of the group in one INSERT, which is its

@@ -447,3 +447,27 @@ def test_a_check_in_decided_on_a_commit_that_is_refused_meanwhile_is_refused(
     finally:
         ledger.close()
         other.close()
+
+
+def test_a_hook_that_raises_past_exception_leaves_no_command_unfinished(
+    writer: SQLiteWriter,
+) -> None:
+    """Every command of a group learns its outcome, even when one's commit hook raises
+    something other than an Exception (the committer thread then ends with it)."""
+
+    def stop(first: int, last: int) -> None:
+        raise SystemExit("hook stopped")
+
+    writer._lock.acquire()
+    try:
+        blocker = writer.submit(rows(uuid4().hex, range(1, 2)))
+        wait_until(lambda: not writer._queue)
+        first = writer.submit(rows(uuid4().hex, range(1, 2)), stop)
+        second = writer.submit(rows(uuid4().hex, range(1, 2)))
+    finally:
+        writer._lock.release()
+    blocker.result(timeout=10)
+    assert first.result(timeout=10) == (2, 2)  # committed: its hook's failure is not its
+    assert second.result(timeout=10) == (3, 3)
+    later = writer.submit(rows(uuid4().hex, range(1, 2)))  # and later commands commit
+    assert later.result(timeout=10) == (4, 4)
