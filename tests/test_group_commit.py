@@ -14,10 +14,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing
+from contextlib import closing, contextmanager
 from decimal import Decimal
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError
@@ -47,6 +47,34 @@ def writer(tmp_path: Path) -> Iterator[SQLiteWriter]:
     writer.statements = statements  # type: ignore[attr-defined]
     yield writer
     writer.close()
+
+
+@pytest.fixture
+def rivals(tmp_path: Path, monkeypatch) -> Iterator[tuple[Ledger, Ledger, UUID]]:
+    """Two ledgers on one file (two processes) and a key result checked in once through
+    the first (cached there, the log just asked), whose queued check-ins trust that
+    cache for a minute."""
+    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
+    try:
+        (kr,) = key_results(ledger, 1)
+        ledger.check_in(kr, actor="here", value=Decimal(1))
+        yield ledger, other, kr
+    finally:
+        ledger.close()
+        other.close()
+
+
+@contextmanager
+def one_group(writer: SQLiteWriter) -> Iterator[tuple[str, Future]]:
+    """Hold commits while a blocker's is under way: what is submitted in the block
+    forms the next group. Yields the blocker's aggregate id and future."""
+    with writer._lock:
+        blocker_id = uuid4().hex
+        blocker = writer.submit(rows(blocker_id, range(1, 2)))
+        wait_until(lambda: not writer._queue)  # the committer took it and waits
+        yield blocker_id, blocker
 
 
 def transactions(statements: list[str]) -> int:
@@ -263,31 +291,21 @@ def test_a_queued_write_that_lost_a_race_is_a_conflict(tmp_path: Path) -> None:
         other.close()
 
 
-def test_a_queued_check_in_on_a_briefly_trusted_cache_is_refused_then_lands(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_a_queued_check_in_on_a_briefly_trusted_cache_is_refused_then_lands(rivals) -> None:
     """Without If-Match a queued check-in trusts a cache that asked the log moments ago;
     another process's write in that window makes it a `Conflict` (nothing written),
     and the retry asks the log and lands on the new version. With If-Match the log is
     always asked, so the version compared is current."""
-    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
-    url = f"sqlite:///{tmp_path / 'l.db'}"
-    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
-    try:
-        (kr,) = key_results(ledger, 1)
-        ledger.check_in(kr, actor="here", value=Decimal(1))  # cached, and the log asked
-        other.check_in(kr, actor="elsewhere", value=Decimal(2))  # version 3, unseen here
-        with pytest.raises(Conflict):
-            ledger.queue_check_in(kr, actor="here", value=Decimal(3)).result(timeout=10)
-        assert other.load(kr, KeyResult).check_ins == 2  # the stale one wrote nothing
-        written = ledger.queue_check_in(kr, actor="here", value=Decimal(4)).result(timeout=10)
-        assert (written.version, ledger.load(kr, KeyResult).check_ins) == (4, 3)
-        other.check_in(kr, actor="elsewhere", value=Decimal(5))  # version 5, unseen here
-        done = ledger.queue_check_in(kr, actor="here", expected_version=5, value=Decimal(6))
-        assert done.result(timeout=10).version == 6  # If-Match: compared with the log
-    finally:
-        ledger.close()
-        other.close()
+    ledger, other, kr = rivals
+    other.check_in(kr, actor="elsewhere", value=Decimal(2))  # version 3, unseen here
+    with pytest.raises(Conflict):
+        ledger.queue_check_in(kr, actor="here", value=Decimal(3)).result(timeout=10)
+    assert other.load(kr, KeyResult).check_ins == 2  # the stale one wrote nothing
+    written = ledger.queue_check_in(kr, actor="here", value=Decimal(4)).result(timeout=10)
+    assert (written.version, ledger.load(kr, KeyResult).check_ins) == (4, 3)
+    other.check_in(kr, actor="elsewhere", value=Decimal(5))  # version 5, unseen here
+    done = ledger.queue_check_in(kr, actor="here", expected_version=5, value=Decimal(6))
+    assert done.result(timeout=10).version == 6  # If-Match: compared with the log
 
 
 def test_a_caller_that_stops_waiting_does_not_stop_the_write(tmp_path: Path, caplog) -> None:
@@ -329,17 +347,11 @@ def test_a_command_after_a_refused_one_is_refused_and_writes_nothing(
     refused with it: in the same group or a later one, while others commit."""
     held, chained, other = uuid4().hex, uuid4().hex, uuid4().hex
     writer.insert(rows(held, range(1, 2)))
-    writer._lock.acquire()  # the next commit waits until everything is queued
-    try:
-        blocker_id = uuid4().hex
-        blocker = writer.submit(rows(blocker_id, range(1, 2)))
-        wait_until(lambda: not writer._queue)  # the committer holds it: the rest is one group
+    with one_group(writer) as (blocker_id, blocker):
         stale = writer.submit(rows(held, range(1, 2)))  # version 1 is taken
         same_group = writer.submit(rows(held, range(2, 3)), after=stale)
         fresh = writer.submit(rows(other, range(1, 2)))
         chained_ok = writer.submit(rows(other, range(2, 3)), after=fresh)
-    finally:
-        writer._lock.release()
     blocker.result(timeout=10)
     assert isinstance(stale.exception(timeout=10), IntegrityError)
     assert isinstance(same_group.exception(timeout=10), IntegrityError)
@@ -363,8 +375,7 @@ def test_queued_check_ins_to_one_key_result_share_a_commit(tmp_path: Path) -> No
         ledger.load(kr, KeyResult)
         statements: list[str] = []
         ledger._writer._connection.set_trace_callback(statements.append)
-        ledger._writer._lock.acquire()
-        try:
+        with ledger._writer._lock:  # commits wait
             first = ledger.queue_check_in(kr, actor="t", value=Decimal(0))
             wait_until(lambda: not ledger._writer._queue)  # the committer took it, waits
             queued = [ledger.queue_check_in(kr, actor="t", value=Decimal(n)) for n in (1, 2, 3)]
@@ -374,8 +385,6 @@ def test_queued_check_ins_to_one_key_result_share_a_commit(tmp_path: Path) -> No
             queued.append(
                 ledger.queue_check_in(kr, actor="t", expected_version=5, value=Decimal(4))
             )
-        finally:
-            ledger._writer._lock.release()
         assert first.result(timeout=10).version == 2
         assert [q.result(timeout=10).version for q in queued] == [3, 4, 5, 6]
         assert transactions(statements) == 2  # the first, then the four decided on it
@@ -386,86 +395,55 @@ def test_queued_check_ins_to_one_key_result_share_a_commit(tmp_path: Path) -> No
         ledger.close()
 
 
-def test_check_ins_queued_on_one_another_process_overtook_are_all_refused(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_check_ins_queued_on_one_another_process_overtook_are_all_refused(rivals) -> None:
     """Another process writes the version the first queued check-in takes: that one is
     a `Conflict`, and so is every check-in decided on it; none writes anything, and
     the next check-in, decided afresh from the log, lands."""
-    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
-    url = f"sqlite:///{tmp_path / 'l.db'}"
-    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
-    try:
-        (kr,) = key_results(ledger, 1)
-        ledger.check_in(kr, actor="here", value=Decimal(1))  # cached, the log just asked
-        ledger._writer._lock.acquire()
-        try:
-            queued = [ledger.queue_check_in(kr, actor="here", value=Decimal(n)) for n in (2, 3, 4)]
-            other.check_in(kr, actor="elsewhere", value=Decimal(9))  # takes version 3
-        finally:
-            ledger._writer._lock.release()
-        for future in queued:
-            with pytest.raises(Conflict):
-                future.result(timeout=10)
-        assert ledger.queued_state(kr) is None
-        overtaken = other.load(kr, KeyResult)
-        assert (overtaken.version, overtaken.check_ins) == (3, 2)  # none of ours
-        written = ledger.queue_check_in(kr, actor="here", value=Decimal(5)).result(timeout=10)
-        assert written.version == 4
-        assert ledger.load(kr, KeyResult).check_ins == 3
-    finally:
-        ledger.close()
-        other.close()
+    ledger, other, kr = rivals
+    with ledger._writer._lock:  # commits wait
+        queued = [ledger.queue_check_in(kr, actor="here", value=Decimal(n)) for n in (2, 3, 4)]
+        other.check_in(kr, actor="elsewhere", value=Decimal(9))  # takes version 3
+    for future in queued:
+        with pytest.raises(Conflict):
+            future.result(timeout=10)
+    assert ledger.queued_state(kr) is None
+    overtaken = other.load(kr, KeyResult)
+    assert (overtaken.version, overtaken.check_ins) == (3, 2)  # none of ours
+    written = ledger.queue_check_in(kr, actor="here", value=Decimal(5)).result(timeout=10)
+    assert written.version == 4
+    assert ledger.load(kr, KeyResult).check_ins == 3
 
 
-def test_a_check_in_decided_on_a_commit_that_is_refused_meanwhile_is_refused(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_a_check_in_decided_on_a_commit_that_is_refused_meanwhile_is_refused(rivals) -> None:
     """The queued state and its commit are handed out together: a check-in decided on
     them is refused even if that commit was refused (and left the queued map) before
     this check-in was passed on."""
-    monkeypatch.setattr("goalledger.core.ledger_goals.QUEUED_STALENESS", 60.0)
-    url = f"sqlite:///{tmp_path / 'l.db'}"
-    ledger, other = Ledger(Settings(database_url=url)), Ledger(Settings(database_url=url))
-    try:
-        (kr,) = key_results(ledger, 1)
-        ledger.check_in(kr, actor="here", value=Decimal(1))  # cached, the log just asked
-        ledger._writer._lock.acquire()
-        try:
-            first = ledger.queue_check_in(kr, actor="here", value=Decimal(2))
-            state, after = ledger.queued_state(kr)
-            other.check_in(kr, actor="elsewhere", value=Decimal(9))  # takes version 3
-        finally:
-            ledger._writer._lock.release()
-        with pytest.raises(Conflict):
-            first.result(timeout=10)
-        assert ledger.queued_state(kr) is None  # the refused commit left the map
-        state.check_in(actor="here", value=Decimal(3))
-        with pytest.raises(Conflict):
-            ledger.record_queued(state, after).result(timeout=10)
-        assert other.load(kr, KeyResult).check_ins == 2  # none of ours
-    finally:
-        ledger.close()
-        other.close()
+    ledger, other, kr = rivals
+    with ledger._writer._lock:  # commits wait
+        first = ledger.queue_check_in(kr, actor="here", value=Decimal(2))
+        state, after = ledger.queued_state(kr)
+        other.check_in(kr, actor="elsewhere", value=Decimal(9))  # takes version 3
+    with pytest.raises(Conflict):
+        first.result(timeout=10)
+    assert ledger.queued_state(kr) is None  # the refused commit left the map
+    state.check_in(actor="here", value=Decimal(3))
+    with pytest.raises(Conflict):
+        ledger.record_queued(state, after).result(timeout=10)
+    assert other.load(kr, KeyResult).check_ins == 2  # none of ours
 
 
 def test_a_hook_that_raises_past_exception_leaves_no_command_unfinished(
     writer: SQLiteWriter,
 ) -> None:
     """Every command of a group learns its outcome, even when one's commit hook raises
-    something other than an Exception (the committer thread then ends with it)."""
+    something other than an Exception (the committer logs it and goes on)."""
 
     def stop(first: int, last: int) -> None:
         raise SystemExit("hook stopped")
 
-    writer._lock.acquire()
-    try:
-        blocker = writer.submit(rows(uuid4().hex, range(1, 2)))
-        wait_until(lambda: not writer._queue)
+    with one_group(writer) as (_, blocker):
         first = writer.submit(rows(uuid4().hex, range(1, 2)), stop)
         second = writer.submit(rows(uuid4().hex, range(1, 2)))
-    finally:
-        writer._lock.release()
     blocker.result(timeout=10)
     assert first.result(timeout=10) == (2, 2)  # committed: its hook's failure is not its
     assert second.result(timeout=10) == (3, 3)
